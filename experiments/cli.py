@@ -1,0 +1,43 @@
+"""`perceiver-ablate`: one console script, subcommands from entry points (DESIGN.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import entry_points
+
+from perceiver_core.config import ConfigError
+
+GROUP = "perceiver_ablate.commands"
+ORDER = ("train", "sweep", "status", "study", "flops", "bench", "figures", "attention", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="perceiver-ablate",
+        description="Which Perceiver design choices matter? Train, sweep, study, count "
+                    "and plot Perceiver ablations (see README.md).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    found = {ep.name: ep for ep in entry_points(group=GROUP)}
+    for name in sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
+        command = found[name].load()
+        sub_parser = sub.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(sub_parser)
+        sub_parser.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except ConfigError as exc:
+        print(f"perceiver-ablate {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except NotImplementedError as exc:
+        print(f"perceiver-ablate {args.command}: {exc}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""A run's full configuration: `model.*`, `encoding.*`, `data.*`, `train.*` (DESIGN.md).
+
+A config is built in layers, each validated: a preset (the project's small Fashion-MNIST
+default unless a file says `preset: NAME`), then a YAML file, then `key=value` overrides.
+Unknown keys and invalid values raise ConfigError before anything runs. A run is
+identified by the hash of its resolved config, so the same config is never run twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import yaml
+
+from perceiver_core.config import (ConfigError, EncodingConfig, ModelConfig, check_choice,
+                                   check_min, check_types)
+
+PRESET_DIR = Path(__file__).parent / "presets"
+DEFAULT_PRESET = "fashion-mnist"
+DATASETS = ("fashion_mnist", "cifar10", "imagenet")
+OPTIMIZERS = ("lamb", "adamw")
+SCHEDULES = ("step", "cosine", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
+AUGMENTS = ("none", "crop", "randaugment")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    SECTION = "data"
+
+    name: str = "fashion_mnist"
+    root: Optional[str] = None  # null = the data set's standard location
+    permute: bool = False  # one fixed pixel permutation, applied after positions (Table 2)
+    permute_seed: int = 0
+    train_subset: Optional[int] = None  # use only this many training images
+    val_size: int = 5000  # carved from train with a fixed seed; test is for final numbers
+    image_size: Optional[int] = None  # null = native resolution
+    augment: str = "none"  # crop = random-resized crop (returns its box, paper Fig. 4)
+    crop_scale_min: float = 0.35
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_choice("data", "name", self.name, DATASETS)
+        check_choice("data", "augment", self.augment, AUGMENTS)
+        check_min("data", "val_size", self.val_size, 0)
+        check_min("data", "num_workers", self.num_workers, 0)
+        check_min("data", "crop_scale_min", self.crop_scale_min, 0, strict=True)
+        if self.crop_scale_min > 1:
+            raise ConfigError(f"data.crop_scale_min={self.crop_scale_min} must be <= 1")
+        for name in ("train_subset", "image_size"):
+            if getattr(self, name) is not None:
+                check_min("data", name, getattr(self, name), 1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    SECTION = "train"
+
+    epochs: float = 10
+    max_steps: Optional[int] = None  # stops early when set
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "lamb"
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # step = the paper's lr/10 at 70%, 85%, 95% of training
+    warmup_steps: int = 0
+    grad_clip: Optional[float] = None
+    label_smoothing: float = 0.0
+    seed: int = 0
+    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False
+    eval_every: Optional[int] = None  # steps between evaluations; null = once per epoch
+    checkpoint_every: Optional[int] = None  # steps between checkpoints; null = at evaluations
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("train", "schedule", self.schedule, SCHEDULES)
+        check_choice("train", "precision", self.precision, PRECISIONS)
+        check_min("train", "epochs", self.epochs, 0, strict=True)
+        check_min("train", "batch_size", self.batch_size, 1)
+        check_min("train", "lr", self.lr, 0, strict=True)
+        check_min("train", "weight_decay", self.weight_decay, 0)
+        check_min("train", "warmup_steps", self.warmup_steps, 0)
+        check_min("train", "label_smoothing", self.label_smoothing, 0)
+        for name in ("max_steps", "eval_every", "checkpoint_every"):
+            if getattr(self, name) is not None:
+                check_min("train", name, getattr(self, name), 1)
+        if self.grad_clip is not None:
+            check_min("train", "grad_clip", self.grad_clip, 0, strict=True)
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig, "encoding": EncodingConfig, "data": DataConfig, "train": TrainConfig}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    encoding: EncodingConfig = field(default_factory=EncodingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys -> values, e.g. {'model.num_latents': 64, ...}."""
+        return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
+
+    @property
+    def run_id(self) -> str:
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha1(canonical.encode()).hexdigest()[:12]
+
+    def replace(self, overrides: Mapping[str, Any]) -> "RunConfig":
+        return from_dict(merge(self.to_dict(), overrides))
+
+    @classmethod
+    def from_dict(cls, nested: Mapping[str, Any]) -> "RunConfig":
+        return from_dict(nested)
+
+
+def valid_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in fields(cls)]
+
+
+def _unknown(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid_keys(), n=3)
+    hint = f"; did you mean {' or '.join(close)}?" if close else \
+        f"; valid keys are {', '.join(valid_keys())}"
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def from_dict(nested: Mapping[str, Any]) -> RunConfig:
+    """Validated RunConfig from {'model': {...}, ...}; unknown keys are errors."""
+    sections = {}
+    for name, values in nested.items():
+        if name not in SECTIONS:
+            raise _unknown(name)
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"config section {name!r} must be a mapping, got {values!r}")
+        known = {f.name for f in fields(SECTIONS[name])}
+        for key in values:
+            if key not in known:
+                raise _unknown(f"{name}.{key}")
+        sections[name] = SECTIONS[name](**values)
+    return RunConfig(**sections)
+
+
+def merge(nested: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply overrides, given dotted ({'model.num_latents': 8}) or nested, to a nested dict."""
+    out = copy.deepcopy(dict(nested))
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and "." not in key:
+            if key not in SECTIONS:
+                raise _unknown(key)
+            out.setdefault(key, {}).update(value)
+            continue
+        section, _, name = key.partition(".")
+        if section not in SECTIONS or name not in {f.name for f in fields(SECTIONS[section])}:
+            raise _unknown(key)
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """['model.num_latents=64', 'train.lr=1e-3'] -> dotted dict with YAML-typed values."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value "
+                              "(e.g. model.num_latents=64)")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from None
+    return out
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: must hold a mapping of config sections, got {content!r}")
+    return content
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(presets())}")
+    content = read_yaml(path)
+    content.pop("preset", None)
+    return content
+
+
+def resolve(content: Mapping[str, Any], overrides: Mapping[str, Any] = (),
+            preset: Optional[str] = None) -> RunConfig:
+    """preset (explicit, or content's `preset:` key, or the default) <- content <- overrides."""
+    content = dict(content)
+    name = preset or content.pop("preset", None) or DEFAULT_PRESET
+    content.pop("preset", None)
+    layered = merge(preset_dict(name), content)
+    return from_dict(merge(layered, dict(overrides)))
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] | Mapping = (),
+                preset: Optional[str] = None) -> RunConfig:
+    """The CLI's entry: optional YAML file, `key=value` strings (or a dict), optional preset."""
+    content = read_yaml(path) if path else {}
+    if not isinstance(overrides, Mapping):
+        overrides = parse_overrides(overrides)
+    return resolve(content, overrides, preset)
+
+
+def dump_yaml(config: RunConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

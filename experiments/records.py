@@ -1,0 +1,87 @@
+"""Run records: the interface between `experiments` and `analysis` (DESIGN.md, Results layout).
+
+    results/<sweep-or-study>/<run-id>/
+        config.yaml      the fully resolved RunConfig (nested sections)
+        metrics.jsonl    one JSON object per evaluation:
+                         {step, epoch, time_s, lr, train_loss, train_acc, val_loss, val_acc,
+                          samples_per_s}
+        result.json      {run_id, status, step, epoch, final: {...}, best: {...}, params, macs,
+                          flops, flops_breakdown, wall_time_s, samples_per_s, versions, host,
+                          started_at, updated_at, heartbeat, error}
+                         status is one of STATUSES; `final` holds the last metrics (val_acc,
+                         val_loss, test_acc, test_loss, train_loss, train_acc), `best` the best
+                         validation accuracy and the step it was reached at. `macs` is fvcore's
+                         forward count per example; `flops` = 2 x macs (the paper's convention).
+        checkpoint.pt    {model, optimizer, scheduler, step, ...}; loads with weights_only=True
+
+Every write is atomic (temporary file in the same folder + os.replace), so a reader never
+sees a half-written record and a killed writer never corrupts the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import yaml
+
+CONFIG, METRICS, RESULT, CHECKPOINT = "config.yaml", "metrics.jsonl", "result.json", "checkpoint.pt"
+STATUSES = ("completed", "diverged", "failed", "running")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_yaml(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
+
+
+def read_yaml(path: str | Path) -> Any:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def append_jsonl(path: str | Path, row: Mapping[str, Any]) -> None:
+    """Append one line; rewrite atomically so a crash never leaves a torn last line."""
+    path = Path(path)
+    old = path.read_bytes() if path.exists() else b""
+    atomic_write_bytes(path, old + (json.dumps(row, sort_keys=True) + "\n").encode())
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_dirs(results_dir: str | Path) -> Iterator[Path]:
+    """Every run folder (one holding config.yaml) below a sweep or study folder."""
+    for config in sorted(Path(results_dir).rglob(CONFIG)):
+        yield config.parent

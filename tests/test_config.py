@@ -1,0 +1,76 @@
+"""The config vocabulary: layering, overrides, validation and run ids."""
+
+import pytest
+
+from experiments.config import (ConfigError, RunConfig, load_config, parse_overrides, presets,
+                                valid_keys)
+
+
+def test_default_is_the_fashion_mnist_preset_and_paper_preset_is_the_paper_model():
+    small = load_config()
+    assert small.data.name == "fashion_mnist" and small.model.num_classes == 10
+    paper = load_config(preset="paper-imagenet")
+    m = paper.model
+    assert (m.num_latents, m.latent_channels, m.num_blocks, m.self_attends_per_block,
+            m.num_cross_attends, m.cross_heads, m.latent_heads, m.widening_factor) == \
+        (512, 1024, 8, 6, 8, 1, 8, 1)
+    assert m.init_scale == 0.02 and m.cross_attend_placement == "interleaved"
+    assert (paper.encoding.num_bands, paper.encoding.max_resolution) == (64, 224.0)
+    assert {"fashion-mnist", "paper-imagenet"} <= set(presets())
+
+
+def test_overrides_are_typed_and_layered(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("preset: paper-imagenet\nmodel:\n  num_latents: 128\n")
+    cfg = load_config(path, ["model.num_latents=64", "train.lr=1e-3", "encoding.spacing=log",
+                             "data.train_subset=256", "model.share_cross_attends=false"])
+    assert cfg.model.num_latents == 64 and cfg.model.latent_channels == 1024
+    assert cfg.train.lr == pytest.approx(1e-3) and isinstance(cfg.train.lr, float)
+    assert cfg.encoding.spacing == "log" and cfg.data.train_subset == 256
+    assert cfg.model.share_cross_attends is False
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.num_latens=3", "did you mean model.num_latents"),
+    ("modle.num_latents=3", "unknown config key"),
+    ("model.num_latents=0", "model.num_latents=0 must be >= 1"),
+    ("model.num_latents=abc", "must be of type int"),
+    ("model.cross_attend_placement=middle", "not one of interleaved, at_start"),
+    ("model.num_cross_attends=9", "num_cross_attends=9 > model.num_blocks"),
+    ("model.init_scale=0", "must be > 0"),
+    ("encoding.num_bands=0", "encoding.num_bands=0 must be >= 1"),
+    ("encoding.max_resolution=-1", "must be > 0"),
+    ("encoding.kind=sinusoid", "not one of fourier, learned, none"),
+    ("train.optimizer=sgd", "not one of lamb, adamw"),
+    ("model.latent_heads=3", "divisible"),
+    ("data.name=mnist", "data.name='mnist' is not one of"),
+    ("notakeyvalue", "not of the form key=value"),
+])
+def test_invalid_values_are_clear_errors(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, [override])
+
+
+def test_run_id_is_a_stable_hash_of_the_resolved_config():
+    a = load_config(None, ["model.num_latents=32"])
+    b = load_config(None, {"model.num_latents": 32})
+    c = load_config(None, ["model.num_latents=33"])
+    assert a.run_id == b.run_id != c.run_id and len(a.run_id) == 12
+    assert RunConfig.from_dict(a.to_dict()) == a
+    assert a.replace({"model.num_latents": 33}) == c
+
+
+def test_every_flat_key_is_a_valid_override():
+    cfg = load_config()
+    assert sorted(cfg.flat()) == sorted(valid_keys())
+    assert parse_overrides(["a.b=[1, 2]"]) == {"a.b": [1, 2]}
+
+
+def test_missing_or_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        load_config(None, preset="nope")
