@@ -1,0 +1,92 @@
+"""Session fixtures: the local SLURM cluster and the Fashion-MNIST files.
+
+A missing system dependency skips the tests that need it on a workstation, but fails them
+when CI=true: CI installs everything (`make test`), so a skip there would hide a broken
+set-up.
+"""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CLUSTER_SCRIPT = REPO / "slurm" / "local-cluster.sh"
+FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                       "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip locally; fail under CI=true, where every dependency must be present."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (a failure, not a skip, because CI=true)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The single-node cluster of slurm/local-cluster.sh, started once per session; yields
+    its slurm.conf (also exported as SLURM_CONF). A cluster that was already running is
+    left running. One that a pytest session started is stopped by the last pytest session
+    using it, so concurrent sessions on this machine do not pull it from under each other."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    absent = [b for b in ("munged", "slurmctld", "slurmd", "sbatch")
+              if not shutil.which(b, path=search)]
+    if absent:
+        skip_or_fail(f"SLURM/munge not installed (no {', '.join(absent)}): "
+                     "run `apt-get install slurm-wlm munge` or `make test`")
+    was_running = subprocess.run([CLUSTER_SCRIPT, "status"], capture_output=True).returncode == 0
+    start = subprocess.run([CLUSTER_SCRIPT, "start"], capture_output=True, text=True)
+    if start.returncode:
+        pytest.fail(f"slurm/local-cluster.sh start failed:\n{start.stderr}", pytrace=False)
+    conf = Path(start.stdout.strip().removeprefix("export SLURM_CONF="))
+    sessions = conf.parent.parent / "pytest-sessions"
+    sessions.mkdir(exist_ok=True)
+    started_by_pytest = sessions / "started"
+    if not was_running:
+        started_by_pytest.touch()
+    me = sessions / str(os.getpid())
+    me.touch()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLURM_CONF", str(conf))
+        yield conf
+    me.unlink()
+    others = 0
+    for session in sessions.glob("[0-9]*"):
+        if _alive(int(session.name)):
+            others += 1
+        else:  # a session that died without its teardown
+            session.unlink(missing_ok=True)
+    if started_by_pytest.exists() and not others:
+        subprocess.run([CLUSTER_SCRIPT, "stop"], check=True, capture_output=True)
+        started_by_pytest.unlink()
+
+
+@pytest.fixture(autouse=True)
+def _cluster_for_slurm_marker(request):
+    """Marking a test `slurm` is enough to get the cluster."""
+    if request.node.get_closest_marker("slurm"):
+        request.getfixturevalue("slurm_cluster")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_root() -> Path:
+    """Debian's dataset-fashion-mnist IDX files (the embedded default data set)."""
+    from experiments.data import FASHION_MNIST_ROOT
+
+    root = Path(FASHION_MNIST_ROOT)
+    absent = [name for name in FASHION_MNIST_FILES if not (root / name).is_file()]
+    if absent:
+        skip_or_fail(f"Fashion-MNIST missing under {root} ({', '.join(absent)}): "
+                     "run `apt-get install dataset-fashion-mnist` or `make test`")
+    return root

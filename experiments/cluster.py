@@ -1,0 +1,170 @@
+"""Cluster profiles (`slurm/profiles/NAME.yaml`) and the submitit executors they describe.
+
+A profile holds everything about *where* runs go (partition, GPUs, time limit, requeue
+budget, setup lines) so sweep and study specs only say *what* to run. The same profile
+drives `--executor slurm` on a real cluster, on the single-node cluster of
+`slurm/local-cluster.sh`, or is mostly ignored by `--executor local|debug`, which run on
+this machine. Bad profiles raise ConfigError before anything is submitted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import string
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from experiments.config import read_yaml
+from perceiver_core.config import ConfigError, check_min
+
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "slurm" / "profiles"
+# Where slurm/local-cluster.sh keeps its state unless PERCEIVER_SLURM_DIR says otherwise.
+LOCAL_CLUSTER_DIR = "/tmp/perceiver-slurm"
+EXECUTORS = ("slurm", "local", "debug")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One cluster's submission settings; field names are the YAML keys."""
+
+    name: str = "custom"  # the file's stem; not a YAML key
+    partition: str | None = None
+    gpus_per_node: int = 0
+    cpus_per_task: int = 1
+    mem_gb: float | None = None  # null = the partition's default memory
+    timeout_min: int = 60
+    constraint: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    array_parallelism: int = 256  # array tasks running at once
+    signal_delay_s: int = 90  # USR2 this long before the time limit, to checkpoint + requeue
+    max_num_timeout: int = 3  # requeues after time-outs before a run is given up
+    setup: tuple[str, ...] = ()  # shell lines run in the batch script before the job
+    tasks_per_node: int | None = None  # null = gpus_per_node, or 1 without GPUs
+    nodes: int = 1
+    slurm_conf: str | None = None  # SLURM_CONF for the client commands; $VARS expand
+
+    def __post_init__(self) -> None:
+        for name in ("partition", "constraint", "account", "qos", "slurm_conf"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"cluster.{name}={value!r} must be a string or null")
+        for name, minimum in (("gpus_per_node", 0), ("cpus_per_task", 1), ("timeout_min", 1),
+                              ("array_parallelism", 1), ("signal_delay_s", 0),
+                              ("max_num_timeout", 0), ("nodes", 1), ("tasks_per_node", 1)):
+            value = getattr(self, name)
+            if value is None and name == "tasks_per_node":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"cluster.{name}={value!r} must be an integer >= {minimum}")
+            check_min("cluster", name, value, minimum)
+        if self.mem_gb is not None:
+            check_min("cluster", "mem_gb", self.mem_gb, 0, strict=True)
+            object.__setattr__(self, "mem_gb", float(self.mem_gb))
+        setup = () if self.setup is None else self.setup
+        if not isinstance(setup, (list, tuple)) or not all(isinstance(s, str) for s in setup):
+            raise ConfigError(f"cluster.setup={setup!r} must be a list of shell lines (strings)")
+        object.__setattr__(self, "setup", tuple(setup))
+        if self.slurm_conf is not None:
+            defaults = {"PERCEIVER_SLURM_DIR": LOCAL_CLUSTER_DIR, **os.environ}
+            expanded = string.Template(self.slurm_conf).safe_substitute(defaults)
+            object.__setattr__(self, "slurm_conf", str(Path(expanded).expanduser()))
+
+    @property
+    def ntasks_per_node(self) -> int:
+        """tasks_per_node, or one task per GPU (FAIR launcher style), or 1 without GPUs."""
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
+
+PROFILE_KEYS = [f.name for f in fields(Profile) if f.name != "name"]
+
+
+def profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def profile_path(name_or_path: str | Path) -> Path:
+    """A name means slurm/profiles/NAME.yaml; anything that looks like a file is a path."""
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or os.sep in text or Path(text).is_file():
+        return Path(text)
+    path = PROFILE_DIR / f"{text}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown cluster profile {text!r}; available: "
+                          f"{', '.join(profiles())} (in {PROFILE_DIR}), or give a YAML path")
+    return path
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    path = profile_path(name_or_path)
+    content = read_yaml(path)
+    for key in content:
+        if key not in PROFILE_KEYS:
+            close = difflib.get_close_matches(str(key), PROFILE_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else \
+                f"valid keys are {', '.join(PROFILE_KEYS)}"
+            raise ConfigError(f"{path}: unknown cluster profile key {key!r}; {hint}")
+    try:
+        return Profile(name=path.stem, **content)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def make_executor(profile: Profile, folder: str | Path, name: str = "perceiver",
+                  executor: str = "slurm", **overrides: Any):
+    """A submitit AutoExecutor for `profile`; `overrides` replace profile keys (validated).
+
+    Only `executor="slurm"` uses the resource requests; "local" (subprocesses here) and
+    "debug" (in this process) take the name, time limit and requeue budget. For "slurm", a
+    profile's slurm_conf is exported as SLURM_CONF in this process, so sbatch, scontrol and
+    the jobs themselves talk to that cluster; null leaves SLURM_CONF as it is.
+    """
+    import submitit
+
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
+    unknown = sorted(set(overrides) - set(PROFILE_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown cluster profile key(s) {unknown}; "
+                          f"valid keys are {', '.join(PROFILE_KEYS)}")
+    try:
+        profile = dataclasses.replace(profile, **overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"cluster profile {profile.name!r} override: {exc}") from None
+    if executor != "slurm":
+        ex = submitit.AutoExecutor(folder, cluster=executor,
+                                   local_max_num_timeout=profile.max_num_timeout)
+        ex.update_parameters(name=name, timeout_min=profile.timeout_min)
+        return ex
+    if profile.slurm_conf is not None:
+        if not Path(profile.slurm_conf).is_file():
+            raise ConfigError(
+                f"cluster profile {profile.name!r}: slurm_conf {profile.slurm_conf} does not "
+                "exist; for the local cluster run `slurm/local-cluster.sh start` first")
+        os.environ["SLURM_CONF"] = profile.slurm_conf
+    try:
+        ex = submitit.AutoExecutor(folder, cluster="slurm",
+                                   slurm_max_num_timeout=profile.max_num_timeout)
+    except RuntimeError:
+        raise ConfigError("--executor slurm needs SLURM's client commands (srun, sbatch) on "
+                          "PATH; install slurm-client or use --executor local") from None
+    ex.update_parameters(
+        name=name,
+        timeout_min=profile.timeout_min,
+        mem_gb=profile.mem_gb,
+        cpus_per_task=profile.cpus_per_task,
+        gpus_per_node=profile.gpus_per_node or None,  # no --gpus-per-node=0 on CPU clusters
+        tasks_per_node=profile.ntasks_per_node,
+        nodes=profile.nodes,
+        slurm_partition=profile.partition,
+        slurm_constraint=profile.constraint,
+        slurm_account=profile.account,
+        slurm_qos=profile.qos,
+        slurm_array_parallelism=profile.array_parallelism,
+        slurm_signal_delay_s=profile.signal_delay_s,
+        slurm_setup=list(profile.setup) or None,
+    )
+    return ex
