@@ -12,14 +12,21 @@ import copy
 import difflib
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import yaml
 
-from perceiver_core.config import (ConfigError, EncodingConfig, ModelConfig, check_choice,
-                                   check_min, check_types)
+from perceiver_core.config import (
+    ConfigError,
+    EncodingConfig,
+    ModelConfig,
+    check_choice,
+    check_min,
+    check_types,
+)
 
 PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_PRESET = "fashion-mnist"
@@ -35,12 +42,12 @@ class DataConfig:
     SECTION = "data"
 
     name: str = "fashion_mnist"
-    root: Optional[str] = None  # null = the data set's standard location
+    root: str | None = None  # null = the data set's standard location
     permute: bool = False  # one fixed pixel permutation, applied after positions (Table 2)
     permute_seed: int = 0
-    train_subset: Optional[int] = None  # use only this many training images
+    train_subset: int | None = None  # use only this many training images
     val_size: int = 5000  # carved from train with a fixed seed; test is for final numbers
-    image_size: Optional[int] = None  # null = native resolution
+    image_size: int | None = None  # null = native resolution
     augment: str = "none"  # crop = random-resized crop (returns its box, paper Fig. 4)
     crop_scale_min: float = 0.35
     num_workers: int = 0
@@ -64,20 +71,20 @@ class TrainConfig:
     SECTION = "train"
 
     epochs: float = 10
-    max_steps: Optional[int] = None  # stops early when set
-    batch_size: int = 128
+    max_steps: int | None = None  # caps the run's steps; schedules span the capped run
+    batch_size: int = 128  # the global batch, split evenly over DDP processes
     lr: float = 1e-3
     optimizer: str = "lamb"
     weight_decay: float = 0.0
     schedule: str = "cosine"  # step = the paper's lr/10 at 70%, 85%, 95% of training
     warmup_steps: int = 0
-    grad_clip: Optional[float] = None
+    grad_clip: float | None = None
     label_smoothing: float = 0.0
     seed: int = 0
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
-    eval_every: Optional[int] = None  # steps between evaluations; null = once per epoch
-    checkpoint_every: Optional[int] = None  # steps between checkpoints; null = at evaluations
+    eval_every: int | None = None  # steps between evaluations; null = once per epoch
+    checkpoint_every: int | None = None  # steps between checkpoints; null = at evaluations
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -120,11 +127,11 @@ class RunConfig:
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(canonical.encode()).hexdigest()[:12]
 
-    def replace(self, overrides: Mapping[str, Any]) -> "RunConfig":
+    def replace(self, overrides: Mapping[str, Any]) -> RunConfig:
         return from_dict(merge(self.to_dict(), overrides))
 
     @classmethod
-    def from_dict(cls, nested: Mapping[str, Any]) -> "RunConfig":
+    def from_dict(cls, nested: Mapping[str, Any]) -> RunConfig:
         return from_dict(nested)
 
 
@@ -213,7 +220,7 @@ def preset_dict(name: str) -> dict[str, Any]:
 
 
 def resolve(content: Mapping[str, Any], overrides: Mapping[str, Any] = (),
-            preset: Optional[str] = None) -> RunConfig:
+            preset: str | None = None) -> RunConfig:
     """preset (explicit, or content's `preset:` key, or the default) <- content <- overrides."""
     content = dict(content)
     name = preset or content.pop("preset", None) or DEFAULT_PRESET
@@ -222,8 +229,8 @@ def resolve(content: Mapping[str, Any], overrides: Mapping[str, Any] = (),
     return from_dict(merge(layered, dict(overrides)))
 
 
-def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] | Mapping = (),
-                preset: Optional[str] = None) -> RunConfig:
+def load_config(path: str | Path | None = None, overrides: Sequence[str] | Mapping = (),
+                preset: str | None = None) -> RunConfig:
     """The CLI's entry: optional YAML file, `key=value` strings (or a dict), optional preset."""
     content = read_yaml(path) if path else {}
     if not isinstance(overrides, Mapping):

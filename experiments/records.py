@@ -8,9 +8,10 @@
         result.json      {run_id, status, step, epoch, final: {...}, best: {...}, params, macs,
                           flops, flops_breakdown, wall_time_s, samples_per_s, versions, host,
                           started_at, updated_at, heartbeat, error}
-                         status is one of STATUSES; `final` holds the last metrics (val_acc,
-                         val_loss, test_acc, test_loss, train_loss, train_acc), `best` the best
-                         validation accuracy and the step it was reached at. `macs` is fvcore's
+                         status is one of STATUSES (pruned: stopped early by a study);
+                         `final` holds the last metrics (val_acc, val_loss, test_acc,
+                         test_loss, train_loss, train_acc), `best` the best validation
+                         accuracy and the step it was reached at. `macs` is fvcore's
                          forward count per example; `flops` = 2 x macs (the paper's convention).
         checkpoint.pt    {model, optimizer, scheduler, step, ...}; loads with weights_only=True
 
@@ -23,13 +24,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import yaml
 
 CONFIG, METRICS, RESULT, CHECKPOINT = "config.yaml", "metrics.jsonl", "result.json", "checkpoint.pt"
-STATUSES = ("completed", "diverged", "failed", "running")
+STATUSES = ("completed", "diverged", "failed", "running", "pruned")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -8,7 +8,6 @@ sweep point fails before anything is built, submitted or written.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Optional
 
 ARCHS = ("perceiver", "resnet", "vit")
 PLACEMENTS = ("interleaved", "at_start")
@@ -23,7 +22,8 @@ class ConfigError(ValueError):
 
 def check_choice(section: str, name: str, value, choices) -> None:
     if value not in choices:
-        raise ConfigError(f"{section}.{name}={value!r} is not one of {', '.join(map(str, choices))}")
+        options = ", ".join(map(str, choices))
+        raise ConfigError(f"{section}.{name}={value!r} is not one of {options}")
 
 
 def check_min(section: str, name: str, value, minimum, strict: bool = False) -> None:
@@ -40,8 +40,8 @@ def check_types(obj) -> None:
     for f in fields(obj):
         value = getattr(obj, f.name)
         kind = f.type if isinstance(f.type, str) else f.type.__name__
-        optional = kind.startswith("Optional[")
-        base = kind.removeprefix("Optional[").removesuffix("]")
+        optional = kind.endswith("| None")
+        base = kind.removesuffix("| None").strip()
         if value is None:
             if not optional:
                 raise ConfigError(f"{section}.{f.name} must be set (got null)")
@@ -52,7 +52,8 @@ def check_types(obj) -> None:
             except ValueError:
                 pass
         expected = {"int": int, "float": (int, float), "bool": bool, "str": str}[base]
-        if (base in ("int", "float") and isinstance(value, bool)) or not isinstance(value, expected):
+        is_bool_as_number = base in ("int", "float") and isinstance(value, bool)
+        if is_bool_as_number or not isinstance(value, expected):
             raise ConfigError(f"{section}.{f.name}={value!r} must be of type {base}")
         if base == "float":
             object.__setattr__(obj, f.name, float(value))
@@ -68,7 +69,7 @@ class EncodingConfig:
     num_bands: int = 64
     # Highest frequency is max_resolution / 2 (Nyquist when it equals the sampling rate).
     # null means "the input's own resolution along each dimension" (Nyquist).
-    max_resolution: Optional[float] = None
+    max_resolution: float | None = None
     spacing: str = "linear"
     positions: str = "crop_relative"
     concat_raw_position: bool = True
@@ -100,8 +101,8 @@ class ModelConfig:
     cross_heads: int = 1
     latent_heads: int = 8
     # q/k/v widths of the cross-attend; null = min(input channels, latent channels) (paper).
-    cross_qk_channels: Optional[int] = None
-    cross_v_channels: Optional[int] = None
+    cross_qk_channels: int | None = None
+    cross_v_channels: int | None = None
     widening_factor: int = 1
     cross_widening_factor: int = 1
     init_scale: float = 0.02
@@ -112,6 +113,7 @@ class ModelConfig:
     baseline_width: int = 64
     vit_patch_size: int = 4
     vit_depth: int = 6
+    vit_heads: int = 4
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -119,7 +121,8 @@ class ModelConfig:
         check_choice("model", "cross_attend_placement", self.cross_attend_placement, PLACEMENTS)
         for name in ("num_latents", "latent_channels", "cross_heads", "latent_heads",
                      "widening_factor", "cross_widening_factor", "num_classes",
-                     "num_cross_attends", "baseline_width", "vit_patch_size", "vit_depth"):
+                     "num_cross_attends", "baseline_width", "vit_patch_size", "vit_depth",
+                     "vit_heads"):
             check_min("model", name, getattr(self, name), 1)
         check_min("model", "num_blocks", self.num_blocks, 0)
         check_min("model", "self_attends_per_block", self.self_attends_per_block, 1)
@@ -131,6 +134,10 @@ class ModelConfig:
             raise ConfigError(
                 f"model.latent_channels={self.latent_channels} must be divisible by "
                 f"model.latent_heads={self.latent_heads}")
+        if self.arch == "vit" and self.baseline_width % self.vit_heads:
+            raise ConfigError(
+                f"model.baseline_width={self.baseline_width} must be divisible by "
+                f"model.vit_heads={self.vit_heads}")
         if (self.num_blocks and self.cross_attend_placement == "interleaved"
                 and self.num_cross_attends > self.num_blocks):
             raise ConfigError(

@@ -1,0 +1,104 @@
+"""Pre-LayerNorm residual attention layers: the Perceiver's cross-attend and self-attend.
+
+Both are `x + Attention(LN(x), ...)` followed by `x + MLP(LN(x))` (paper sec. 2, appendix).
+Attention runs through `F.scaled_dot_product_attention` (fused kernels, no (N, M) matrix
+kept for backward); the explicit path that materialises the attention maps runs only when
+they are asked for.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from perceiver_core.config import ConfigError
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, return_attention: bool = False):
+    """softmax(q k^T / sqrt(d)) v over (..., heads, len, d) tensors -> (out, maps or None).
+
+    maps = {"logits": pre-softmax scores, "weights": softmax rows}, each (..., heads, Nq, Nk).
+    """
+    if not return_attention:
+        return F.scaled_dot_product_attention(q, k, v), None
+    logits = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    weights = logits.float().softmax(dim=-1)  # fp32 under autocast too: maps are for analysis
+    return weights.to(v.dtype) @ v, {"logits": logits, "weights": weights}
+
+
+def split_heads(x: Tensor, heads: int) -> Tensor:
+    """(..., L, heads * d) -> (..., heads, L, d), a view."""
+    return x.unflatten(-1, (heads, -1)).transpose(-3, -2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """(..., heads, L, d) -> (..., L, heads * d)."""
+    return x.transpose(-3, -2).flatten(-2)
+
+
+class MLP(nn.Module):
+    """x + Linear(GELU(Linear(LN(x)))); widening factor 1 in the paper (no bottleneck)."""
+
+    def __init__(self, channels: int, widening_factor: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.fc = nn.Linear(channels, widening_factor * channels)
+        self.proj = nn.Linear(widening_factor * channels, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.proj(F.gelu(self.fc(self.norm(x))))
+
+
+class CrossAttend(nn.Module):
+    """Latents (N, D) attend to inputs (B, M, C): the asymmetric attention of the paper.
+
+    q from LN(latents) with qk_channels, fused k/v from LN(inputs) with qk_channels and
+    v_channels, output projected back to D; then the MLP. The latents may come in unbatched
+    (N, D) (the learned initial array): their norm and query projection then run once for
+    the whole batch, never on B copies of the array.
+    """
+
+    def __init__(self, latent_channels: int, input_channels: int, qk_channels: int,
+                 v_channels: int, heads: int, widening_factor: int):
+        super().__init__()
+        self.heads, self.qk_channels = heads, qk_channels
+        self.latent_norm = nn.LayerNorm(latent_channels)
+        self.input_norm = nn.LayerNorm(input_channels)
+        self.q = nn.Linear(latent_channels, qk_channels)
+        self.kv = nn.Linear(input_channels, qk_channels + v_channels)
+        self.out = nn.Linear(v_channels, latent_channels)
+        self.mlp = MLP(latent_channels, widening_factor)
+
+    def forward(self, latents: Tensor, inputs: Tensor, return_attention: bool = False):
+        q = split_heads(self.q(self.latent_norm(latents)), self.heads)
+        k, v = self.kv(self.input_norm(inputs)).split(
+            [self.qk_channels, self.kv.out_features - self.qk_channels], dim=-1)
+        k, v = split_heads(k, self.heads), split_heads(v, self.heads)
+        if q.dim() < k.dim():  # unbatched latents: a stride-0 view keeps SDPA on its fused kernel
+            q = q.expand(*k.shape[:-3], *q.shape)
+        out, maps = attend(q, k, v, return_attention)
+        latents = latents + self.out(merge_heads(out))
+        return self.mlp(latents), maps
+
+
+class SelfAttend(nn.Module):
+    """Multi-head self-attention over (B, L, D) with one fused qkv projection; then the MLP."""
+
+    def __init__(self, channels: int, heads: int, widening_factor: int):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = nn.Linear(channels, channels)
+        self.mlp = MLP(channels, widening_factor)
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = split_heads(self.qkv(self.norm(x)), 3 * self.heads).chunk(3, dim=-3)
+        out, _ = attend(q, k, v)
+        return self.mlp(x + self.out(merge_heads(out)))
+
+
+def check_heads(name: str, channels: int, heads: int, hint: str) -> None:
+    """Raised at build time: widths that depend on the data cannot be checked in the config."""
+    if channels % heads:
+        raise ConfigError(f"{name}={channels} is not divisible by {heads} heads; {hint}")
