@@ -2,8 +2,14 @@
 
 import pytest
 
-from experiments.config import (ConfigError, RunConfig, load_config, parse_overrides, presets,
-                                valid_keys)
+from experiments.config import (
+    ConfigError,
+    RunConfig,
+    load_config,
+    parse_overrides,
+    presets,
+    valid_keys,
+)
 
 
 def test_default_is_the_fashion_mnist_preset_and_paper_preset_is_the_paper_model():

@@ -5,8 +5,8 @@ import time (heavy imports inside `run`) so `--help` is instant."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)
