@@ -1,10 +1,101 @@
-"""Placeholder until issue 5 lands."""
+"""`perceiver-ablate status RESULTS_DIR`: the state and key metrics of every run.
 
-from experiments.commands import Command, not_yet
+Works for any results folder with run records (a sweep, a study, runs of `train`); a
+sweep's manifest adds the runs that have not started and the logs of its jobs
+(experiments/tracking.py says how states are decided, without `sacct`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from experiments.commands import Command
 
 
 def add_arguments(parser):
-    parser.add_argument('items', nargs='*')
+    parser.add_argument("results_dir", metavar="RESULTS_DIR",
+                        help="a sweep's or study's folder (e.g. results/fig5-latents)")
 
 
-COMMAND = Command('state of every run of a sweep or study', add_arguments, not_yet(5))
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)]
+    return "\n".join("  ".join(f"{c:<{w}}" for c, w in zip(line, widths, strict=True)).rstrip()
+                     for line in [headers, *rows])
+
+
+def varying(configs: list[dict]) -> list[str]:
+    """Dotted config keys whose value differs between runs: the sweep's axes."""
+    flat = [{f"{s}.{k}": v for s, sec in c.items() if isinstance(sec, dict)
+             for k, v in sec.items()} for c in configs]
+    keys = dict.fromkeys(k for f in flat for k in f)
+    return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+
+
+def percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{max(seconds, 0):.0f}s ago"
+
+
+def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[str, int]:
+    """(the status table and the logs of failed runs, number of failed runs)."""
+    from experiments.commands.flops import short
+    from experiments.config import ConfigError
+    from experiments.tracking import run_states
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"results folder {folder} does not exist")
+    states = run_states(folder)
+    if run_ids is not None:
+        wanted = set(run_ids)
+        states = [s for s in states if s.run_id in wanted]
+    if not states:
+        raise ConfigError(f"{folder} holds no runs (no sweep.json and no run folder with "
+                          "config.yaml): pass a sweep's or study's results folder")
+    axes = varying([s.config for s in states])
+    rows = []
+    for s in states:
+        flat = {f"{sec}.{k}": v for sec, values in s.config.items() if isinstance(values, dict)
+                for k, v in values.items()}
+        final = s.result.get("final") or {}
+        flops = s.result.get("flops")
+        active = s.state in ("running", "requeued")
+        rows.append([s.run_id, s.state, *(str(flat.get(k, "-")) for k in axes),
+                     str(s.result.get("step", "-")), percent(final.get("val_acc")),
+                     percent(final.get("test_acc")), short(flops) if flops else "-",
+                     age(s.heartbeat_age_s()) if active else "-", s.job_id or "-"])
+    counts = {}
+    for s in states:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    lines = [table(["run", "state", *axes, "step", "val_acc", "test_acc", "FLOPs",
+                    "heartbeat", "job"], rows),
+             f"{len(states)} runs: " + ", ".join(f"{n} {state}" for state, n in counts.items())]
+    failed = [s for s in states if s.state == "failed"]
+    if failed:
+        lines.append("failed runs (log, last error line):")
+        lines += [f"  {s.run_id}: {s.log or s.run_dir / 'result.json'}"
+                  + (f"  [{s.note}]" if s.note else "") for s in failed]
+    return "\n".join(lines), len(failed)
+
+
+def run(args) -> int:
+    from experiments.study import study_status
+
+    trials = study_status(args.results_dir)  # a study's folder: its trials, best marked *
+    if trials is not None:
+        print(trials)
+    text, _ = report(args.results_dir)
+    print(text)
+    return 0
+
+
+COMMAND = Command("state of every run of a sweep or study", add_arguments, run)

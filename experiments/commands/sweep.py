@@ -1,10 +1,152 @@
-"""Placeholder until issue 5 lands."""
+"""`perceiver-ablate sweep`: expand a sweep file, then submit the runs it still needs.
 
-from experiments.commands import Command, not_yet
+`key=value` items apply to the sweep's base config (so any sweep shrinks to a smoke test:
+`train.max_steps=10 data.train_subset=256`); `cluster.KEY=value` items override the
+cluster profile for this submission (`cluster.tasks_per_node=2`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from experiments.commands import Command
+
+RESULTS = Path("results")
+CLUSTER_PREFIX = "cluster."
+POLL_S = 1.0
+# Training-set sizes for the compute estimate of --dry-run (the real size of an
+# ImageFolder tree is only known once it is listed).
+NOMINAL_TRAIN_SIZE = {"fashion_mnist": 60_000, "cifar10": 50_000, "imagenet": 1_281_167}
 
 
 def add_arguments(parser):
-    parser.add_argument('items', nargs='*')
+    parser.add_argument("sweep", metavar="SWEEP.yaml",
+                        help="a sweep file, or the name of a shipped one (fig5-latents, "
+                             "paper-imagenet/fig5-latents; see experiments/sweeps/)")
+    parser.add_argument("items", nargs="*", metavar="key=value",
+                        help="overrides of the base config (model.num_latents=64), or of the "
+                             "cluster profile (cluster.tasks_per_node=2)")
+    parser.add_argument("--executor", choices=("local", "slurm", "debug"), default="local",
+                        help="local: subprocesses on this machine (default); slurm: job "
+                             "arrays; debug: in this process, for breakpoints")
+    parser.add_argument("--cluster", default="local", metavar="PROFILE",
+                        help="cluster profile: a name in slurm/profiles/ or a YAML path "
+                             "(default: local)")
+    parser.add_argument("--out", help="results folder (default: results/<sweep name>)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the runs with params, FLOPs and compute; submit nothing")
+    parser.add_argument("--wait", action="store_true",
+                        help="block until every submitted run has ended, then print a summary")
+    parser.add_argument("--runs-per-job", type=int, metavar="K",
+                        help="train K runs one after another in each job (default: 1 on "
+                             "SLURM; on the local executor, spread the runs over the cores)")
+    parser.add_argument("--rerun-failed", action="store_true",
+                        help="also resubmit runs that failed")
 
 
-COMMAND = Command('run an ablation sweep (local processes or SLURM arrays)', add_arguments, not_yet(5))
+def split_items(items: list[str]) -> tuple[dict, dict]:
+    """(config overrides, cluster profile overrides), both typed like YAML values."""
+    from experiments.config import ConfigError, parse_overrides
+
+    stray = [item for item in items if "=" not in item]
+    if stray:
+        raise ConfigError(f"expected key=value overrides after the sweep file, got {stray}")
+    overrides = parse_overrides(items)
+    cluster = {k.removeprefix(CLUSTER_PREFIX): v for k, v in overrides.items()
+               if k.startswith(CLUSTER_PREFIX)}
+    return {k: v for k, v in overrides.items() if not k.startswith(CLUSTER_PREFIX)}, cluster
+
+
+def samples_seen(cfg) -> int:
+    """Training examples a run will see (train.py's step count, global batch)."""
+    data, train = cfg.data, cfg.train
+    size = data.train_subset or NOMINAL_TRAIN_SIZE[data.name] - data.val_size
+    steps = max(1, round(train.epochs * (size // train.batch_size)))
+    if train.max_steps is not None:
+        steps = min(steps, train.max_steps)
+    return steps * train.batch_size
+
+
+def dry_run(sweep) -> None:
+    from experiments.commands.flops import count, short
+    from experiments.commands.status import table
+
+    counts = {}
+    rows, total = [], 0
+    for point in sweep.points:
+        cfg = point.config
+        key = (cfg.model, cfg.encoding, cfg.data.name, cfg.data.image_size)
+        counts[key] = counts.get(key) or count(cfg)
+        samples = samples_seen(cfg)
+        compute = 3 * counts[key]["flops"] * samples
+        total += compute
+        rows.append([str(point.index + 1), point.run_id, *map(str, point.params.values()),
+                     short(counts[key]["params"]), short(counts[key]["flops"]),
+                     short(samples), f"{compute:.2e}"])
+    if sweep.spec.get("description"):
+        print(sweep.spec["description"])
+    print(table(["#", "run", *sweep.axes, "params", "FLOPs", "samples", "compute"], rows))
+    print(f"{len(sweep.points)} runs, {total:.2e} FLOPs of training in total "
+          "(compute = 3 x forward FLOPs x samples seen; FLOPs in the paper's convention, "
+          "1 multiply-add = 2); nothing submitted")
+
+
+def wait(folder: Path, run_ids: set[str]) -> None:
+    """Until no run is queued or running and their jobs have exited (a DDP job's other
+    ranks, a packed job's remaining runs)."""
+    from experiments.tracking import ACTIVE, job_outcome, latest_jobs, read_manifest, run_states
+
+    def busy() -> bool:
+        jobs = [job for run_id, job in latest_jobs(read_manifest(folder)).items()
+                if run_id in run_ids]
+        return any(s.state in ACTIVE for s in run_states(folder) if s.run_id in run_ids) or \
+            any(job_outcome(job, submission, folder) in ("queued", "started", "requeued")
+                for job, submission in jobs)
+
+    while busy():
+        time.sleep(POLL_S)
+
+
+def run(args) -> int:
+    from experiments.cluster import load_profile
+    from experiments.commands.status import report
+    from experiments.config import ConfigError
+    from experiments.launch import plan, submit
+    from experiments.sweep import load_sweep
+
+    config_overrides, cluster_overrides = split_items(args.items)
+    sweep = load_sweep(args.sweep, config_overrides)
+    if args.dry_run:
+        dry_run(sweep)
+        return 0
+    if args.runs_per_job is not None and args.runs_per_job < 1:
+        raise ConfigError(f"--runs-per-job={args.runs_per_job} must be >= 1")
+    profile = load_profile(args.cluster)
+    folder = Path(args.out) if args.out else RESULTS / sweep.name
+    todo, kept = plan(sweep, folder, args.rerun_failed)
+    for state, points in sorted(kept.items()):
+        hint = " (--rerun-failed resubmits them)" if state == "failed" else ""
+        print(f"{len(points)} run(s) {state}, not resubmitted{hint}")
+    if not todo:
+        print(f"nothing to submit: every run of {sweep.path} in {folder} is finished, queued, "
+              "running or failed")
+    else:
+        entry = submit(sweep, todo, folder, profile, executor=args.executor,
+                       runs_per_job=args.runs_per_job, profile_overrides=cluster_overrides)
+        jobs = entry["jobs"]
+        print(f"submitted {len(todo)} run(s) of {sweep.path} as {len(jobs)} {args.executor} "
+              f"job(s) ({entry['runs_per_job']} run(s) per job, {entry['threads'] or 'default'}"
+              f" thread(s) each) at {entry['submitted_at']}:")
+        for job in jobs:
+            print(f"  job {job['job_id']}: {' '.join(job['run_ids'])}")
+        print(f"follow them with: perceiver-ablate status {folder}")
+    if not args.wait:
+        return 0
+    wait(folder, {p.run_id for p in sweep.points})
+    text, failed = report(folder, {p.run_id for p in sweep.points})
+    print(text)
+    return 1 if failed else 0
+
+
+COMMAND = Command("run an ablation sweep (local processes or SLURM arrays)", add_arguments, run)

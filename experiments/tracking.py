@@ -1,0 +1,207 @@
+"""What was submitted to a results folder, and what state each of its runs is in.
+
+A sweep folder holds a manifest, `sweep.json`, next to its run folders:
+
+    {"runs": [{"run_id", "params": {axis: value}, "config": {...nested RunConfig...}}],
+     "submissions": [{"submitted_at", "sweep_file", "spec", "overrides", "executor",
+                      "cluster", "profile", "host", "folder",
+                      "jobs": [{"job_id", "run_ids", "stdout", "stderr", "result"}]}]}
+
+(paths relative to the sweep folder), so `status` and a resubmission need nothing else.
+
+A run's state comes from its record (result.json: status, heartbeat), the latest job that
+ran it (manifest) and that job's submitit files (result pickle, log). SLURM's accounting
+(`sacct`) is never asked: many clusters lack it, and the local one has none.
+
+    pending    submitted, not started yet (queued)
+    running    its job has started (and the record's heartbeat says how recently it spoke)
+    requeued   preempted or timed out, checkpointed, waiting in the queue to resume
+    completed / diverged / pruned   finished; its record holds the final metrics
+    failed     the run or its job ended without finishing it (the log path says why)
+    new        nothing is queued or running for it and it has not finished: (re)submittable
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pickle
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from experiments.records import CONFIG, RESULT, read_json, read_yaml, run_dirs, write_json
+
+MANIFEST = "sweep.json"
+FINISHED = ("completed", "diverged", "pruned")
+ACTIVE = ("pending", "running", "requeued")
+# submitit's log lines (stdout: submitit.core.submission, JobEnvironment._requeue) and
+# slurmstepd's line (stderr) when it kills a job: scancel, or the time limit without a
+# requeue (a requeue says "CANCELLED AT ... DUE TO JOB REQUEUE").
+STARTED, REQUEUED = "Starting with JobEnvironment", "Requeued job"
+CANCELLED = re.compile(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+ (\*\*\*|DUE TO (?!JOB REQUEUE))")
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / MANIFEST
+    return read_json(path) if path.is_file() else {"runs": [], "submissions": []}
+
+
+def add_submission(folder: str | Path, runs: list[dict], submission: dict) -> None:
+    """Record runs ({run_id, params, config}, new ones appended in order) and one
+    submission; atomic, so a reader never sees half of it."""
+    manifest = read_manifest(folder)
+    known = {run["run_id"] for run in manifest["runs"]}
+    manifest["runs"] += [run for run in runs if run["run_id"] not in known]
+    manifest["submissions"].append(submission)
+    write_json(Path(folder) / MANIFEST, manifest)
+
+
+def relative(path: str | Path, folder: str | Path) -> str:
+    """A path inside the sweep folder relative to it (the folder can be moved, e.g.
+    rsynced from the cluster); anything else absolute."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return str(path.relative_to(folder)) if path.is_relative_to(folder) else str(path)
+
+
+@dataclass
+class RunState:
+    run_id: str
+    run_dir: Path
+    state: str
+    config: dict[str, Any] = field(default_factory=dict)  # nested sections
+    result: dict[str, Any] = field(default_factory=dict)  # result.json, or {}
+    job_id: str | None = None
+    log: Path | None = None  # the log of the job that ran it, shown for failed runs
+    note: str = ""
+
+    def heartbeat_age_s(self, now: float | None = None) -> float | None:
+        stamp = self.result.get("heartbeat") or self.result.get("updated_at")
+        seconds = timestamp(stamp)
+        return None if seconds is None else (now or dt.datetime.now().timestamp()) - seconds
+
+
+def timestamp(value: Any) -> float | None:
+    """Seconds since the epoch from a number or an ISO-8601 string (records may use either)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            stamp = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if stamp.tzinfo is None:
+            stamp = stamp.astimezone()
+        return stamp.timestamp()
+    return None
+
+
+def latest_jobs(manifest: dict[str, Any]) -> dict[str, tuple[dict, dict]]:
+    """run_id -> (job, submission) of the last submission that included it."""
+    out = {}
+    for submission in manifest["submissions"]:
+        for job in submission["jobs"]:
+            for run_id in job["run_ids"]:
+                out[run_id] = (job, submission)
+    return out
+
+
+def job_outcome(job: dict, submission: dict, folder: Path) -> str:
+    """success | error | cancelled | lost | requeued | started | queued, from the job's
+    submitit files. In-process (debug) jobs leave none: their runs' records say it all."""
+    if not job.get("stderr"):
+        return "success"
+    result = folder / job["result"]
+    if result.is_file():
+        try:
+            with result.open("rb") as f:
+                return "success" if pickle.load(f)[0] == "success" else "error"
+        except Exception:  # a result we cannot read is not a success
+            return "error"
+    out, err = (read_text(folder / job[name]) for name in ("stdout", "stderr"))
+    if CANCELLED.search(err):
+        return "cancelled"
+    if submission["executor"] == "local" and submission.get("host") == socket.gethostname() \
+            and not pid_alive(int(job["job_id"])):
+        return "lost"
+    if out.rfind(REQUEUED) > out.rfind(STARTED):
+        return "requeued"
+    return "started" if STARTED in out else "queued"
+
+
+def read_text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.is_file() else ""
+
+
+def pid_alive(pid: int) -> bool:
+    """A local executor's job id is the pid of its controller process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def read_run(run_dir: Path) -> tuple[dict, dict]:
+    """(config, result) of a run folder; {} for what is not there yet."""
+    def load(path, reader):
+        try:
+            return reader(path) if path.is_file() else {}
+        except (OSError, ValueError, yaml.YAMLError):  # hand-edited or torn: as absent
+            return {}
+    return load(run_dir / CONFIG, read_yaml) or {}, load(run_dir / RESULT, read_json) or {}
+
+
+def run_state(run_id: str, run_dir: Path, job_info: tuple[dict, dict] | None,
+              folder: Path, config: dict | None = None) -> RunState:
+    on_disk, result = read_run(run_dir)
+    status = result.get("status")
+    state = RunState(run_id, run_dir, "new", config or on_disk, result)
+    if job_info is None:  # not submitted from here (a `train` run, a study trial)
+        state.state = status or "new"
+        state.note = last_line(result.get("error"))
+        return state
+    job, submission = job_info
+    state.job_id = job["job_id"]
+    if job.get("stderr"):
+        state.log = folder / job["stderr"]
+    if status in FINISHED:
+        state.state = status
+        return state
+    outcome = job_outcome(job, submission, folder)
+    if outcome in ("error", "cancelled", "lost") or (status == "failed" and outcome != "queued"):
+        state.state = "failed"
+        state.note = {"cancelled": "job cancelled (scancel or time limit)",
+                      "lost": "job process gone without a result"}.get(outcome) or \
+            last_line(result.get("error"))
+    elif outcome == "success":
+        state.state = "new"  # the job finished but the record is gone: submit it again
+    else:
+        state.state = {"requeued": "requeued", "started": "running", "queued": "pending"}[outcome]
+    return state
+
+
+def run_states(folder: str | Path) -> list[RunState]:
+    """Every run of a results folder: the manifest's (in submission order), then any other
+    run folder with records below it."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    jobs = latest_jobs(manifest)
+    states = [run_state(run["run_id"], folder / run["run_id"], jobs.get(run["run_id"]),
+                        folder, run["config"]) for run in manifest["runs"]]
+    known = {s.run_dir.resolve() for s in states}
+    for run_dir in run_dirs(folder):
+        if run_dir.resolve() not in known:
+            states.append(run_state(run_dir.name, run_dir, None, folder))
+    return states
