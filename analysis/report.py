@@ -1,0 +1,131 @@
+"""Everything `perceiver-ablate figures` writes for one results folder, and its index.
+
+    OUT/index.md            every figure and table below, with captions; failed and
+                            skipped runs
+    OUT/results.parquet     load_results(RESULTS_DIR): one row per run
+    OUT/results.csv         the same, for spreadsheets
+    OUT/<figure>.pdf|png    analysis.figures.build_figures (+ study_* when RESULTS_DIR holds
+                            an Optuna journal, study.journal)
+    OUT/<table>.md|tex      analysis.tables.build_tables
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import style
+from analysis.figures import Plot, build_figures, study_figures
+from analysis.results import accuracy, load_curves, load_results
+from analysis.tables import build_tables, to_latex, to_markdown
+from experiments.records import atomic_write_bytes, atomic_write_text
+from perceiver_core.config import ConfigError
+
+STUDY_JOURNAL = "study.journal"
+
+
+def save_plots(plots: dict[str, Plot], out_dir: str | Path) -> list[tuple[str, Plot, list[Path]]]:
+    """Write each plot as NAME.pdf and NAME.png; returns (name, plot, paths)."""
+    return [(name, plot, style.save(plot.figure, Path(out_dir) / name))
+            for name, plot in plots.items()]
+
+
+def write_study_figures(study, out_dir: str | Path, prefix: str = "",
+                        target_name: str | None = None) -> list[tuple[str, Plot, list[Path]]]:
+    """The study helper's entry: Optuna's figures of `study` as PREFIX<name>.pdf|png."""
+    plots = {prefix + name: plot for name, plot in study_figures(study, target_name).items()}
+    return save_plots(plots, out_dir)
+
+
+def load_studies(results_dir: Path) -> list:
+    """The Optuna studies of results_dir/study.journal (none when there is no journal)."""
+    journal = results_dir / STUDY_JOURNAL
+    if not journal.is_file():
+        return []
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    return [optuna.load_study(study_name=name, storage=storage)
+            for name in optuna.get_all_study_names(storage)]
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """Parquet needs one type per column; text stands in for any column mixing types."""
+    mixed = [c for c in frame.columns if frame[c].dtype == object
+             and frame[c].dropna().map(type).nunique() > 1]
+    buffer = io.BytesIO()
+    frame.astype({c: str for c in mixed}).to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def write_report(results_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Load, draw, tabulate, write; returns the path of index.md."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise ConfigError(f"results folder {str(results_dir)!r} does not exist")
+    with warnings.catch_warnings(record=True) as skipped:
+        warnings.simplefilter("always")
+        runs = load_results(results_dir)
+        curves = load_curves(results_dir, runs) if len(runs) else None
+    for warning in skipped:  # shown to the user and listed in the index
+        warnings.warn(warning.message, warning.category, stacklevel=2)
+    if runs.empty:
+        raise ConfigError(f"no readable run records under {results_dir} (expected "
+                          "<run-id>/config.yaml and result.json; see `perceiver-ablate status`)")
+    out = Path(out_dir) if out_dir else results_dir / "figures"
+    atomic_write_bytes(out / "results.parquet", _parquet_bytes(runs))
+    atomic_write_text(out / "results.csv", runs.to_csv(index=False))
+
+    figures = save_plots(build_figures(runs, curves), out)
+    studies = load_studies(results_dir)
+    for study in studies:
+        prefix = f"{study.study_name}_" if len(studies) > 1 else ""
+        figures += write_study_figures(study, out, prefix)
+    tables = []
+    for name, table in build_tables(runs).items():
+        atomic_write_text(out / f"{name}.md", to_markdown(table))
+        atomic_write_text(out / f"{name}.tex", to_latex(table, name))
+        tables.append((name, table))
+    index = out / "index.md"
+    atomic_write_text(index, _index(results_dir, runs, figures, tables, skipped))
+    return index
+
+
+def _index(results_dir: Path, runs: pd.DataFrame, figures, tables, skipped) -> str:
+    counts = runs["status"].value_counts()
+    _, acc_label = accuracy(runs)
+    statuses = ", ".join(f"{n} {s}" for s, n in counts.items())
+    lines = [f"# Figures and tables: `{results_dir}`", "",
+             f"{len(runs)} run{'s' * (len(runs) != 1)} ({statuses}). "
+             f"Accuracy is the {acc_label.split(' (')[0]}.", "",
+             "Data: [results.parquet](results.parquet), [results.csv](results.csv) "
+             "(one row per run).", "", "## Figures", ""]
+    for name, plot, paths in figures:
+        png, pdf = (next(p.name for p in paths if p.suffix == s) for s in (".png", ".pdf"))
+        lines += [f"### {name}", "", plot.caption, "", f"![{name}]({png})", "",
+                  f"[PDF]({pdf}) · [PNG]({png})", ""]
+    if not figures:
+        lines += ["No figure: the results hold no ablation axis.", ""]
+    lines += ["## Tables", ""]
+    for name, table in tables:
+        lines += [f"### {name}", "", table.caption, "", to_markdown(table),
+                  f"[Markdown]({name}.md) · [LaTeX]({name}.tex)", ""]
+    if not tables:
+        lines += ["No table: the results hold none of the tables' axes.", ""]
+    failed = runs[runs["status"] == "failed"]
+    if len(failed):
+        lines += ["## Failed runs", ""]
+        for run in failed.itertuples(index=False):
+            error = getattr(run, "error", None)
+            error = error.strip() if isinstance(error, str) and error.strip() else "no error"
+            lines.append(f"- `{run.run_id}` ({run.run_dir}): {error.splitlines()[0]}")
+        lines.append("")
+    if skipped:
+        lines += ["## Skipped records", ""]
+        lines += [f"- {warning.message}" for warning in skipped] + [""]
+    return "\n".join(lines)
