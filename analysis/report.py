@@ -24,8 +24,6 @@ from analysis.tables import build_tables, to_latex, to_markdown
 from experiments.records import atomic_write_bytes, atomic_write_text
 from perceiver_core.config import ConfigError
 
-STUDY_JOURNAL = "study.journal"
-
 
 def save_plots(plots: dict[str, Plot], out_dir: str | Path) -> list[tuple[str, Plot, list[Path]]]:
     """Write each plot as NAME.pdf and NAME.png; returns (name, plot, paths)."""
@@ -41,17 +39,11 @@ def write_study_figures(study, out_dir: str | Path, prefix: str = "",
 
 
 def load_studies(results_dir: Path) -> list:
-    """The Optuna studies of results_dir/study.journal (none when there is no journal)."""
-    journal = results_dir / STUDY_JOURNAL
-    if not journal.is_file():
-        return []
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+    """The Optuna study recorded in results_dir (journal file or RDB URL), if any."""
+    from experiments.study import load_recorded
 
-    storage = JournalStorage(JournalFileBackend(str(journal)))
-    return [optuna.load_study(study_name=name, storage=storage)
-            for name in optuna.get_all_study_names(storage)]
+    study = load_recorded(results_dir)
+    return [study] if study is not None else []
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:

@@ -34,6 +34,7 @@ from experiments.records import (
     read_yaml,
     run_dirs,
 )
+from experiments.study import trial_columns
 
 SEED = "train.seed"
 FINISHED = ("completed", "diverged")  # runs whose metrics are final
@@ -88,6 +89,9 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
         except ValueError as exc:
             warnings.warn(f"skipping run {run_dir}: {exc}", RecordWarning, stacklevel=2)
     frame = pd.DataFrame(rows)
+    trials = trial_columns(results_dir)  # a study's trial number/state/value per run
+    if trials is not None and len(frame):
+        frame = frame.merge(trials, on="run_id", how="left")
     leading = [c for c in ("run_id", "status") if c in frame]
     return frame[leading + [c for c in frame.columns if c not in leading]]
 

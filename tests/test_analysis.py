@@ -28,6 +28,7 @@ from analysis import figures, report, results, style, tables  # noqa: E402
 from experiments import records  # noqa: E402
 from experiments.cli import main  # noqa: E402
 from experiments.config import resolve  # noqa: E402
+from experiments.study import JOURNAL_FILE, STUDY_FILE  # noqa: E402
 
 BASE = {"train.epochs": 1, "data.train_subset": 512}
 SEEDS = (0, 1)
@@ -140,9 +141,12 @@ def results_dir(tmp_path_factory) -> Path:
         f.write('{"step": 400, "val_a')
     # a tiny real Optuna study in the folder's journal
     storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(root / report.STUDY_JOURNAL)))
+        optuna.storages.journal.JournalFileBackend(str(root / JOURNAL_FILE)))
     study = optuna.create_study(study_name="tiny", storage=storage, direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=0))
+    records.write_yaml(root / STUDY_FILE, {"name": "tiny", "storage": str(root / JOURNAL_FILE),
+                                           "stale_after_s": 600, "objective": ["val_acc"],
+                                           "trials": 12})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(["val_acc"])
@@ -394,7 +398,7 @@ def test_figures_have_no_overlapping_or_clipped_labels(results_dir, frame):
 
 def test_study_figures_from_a_study_object(results_dir, tmp_path):
     storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(results_dir / report.STUDY_JOURNAL)))
+        optuna.storages.journal.JournalFileBackend(str(results_dir / JOURNAL_FILE)))
     study = optuna.load_study(study_name="tiny", storage=storage)
     written = report.write_study_figures(study, tmp_path, prefix="tiny_")
     assert [name for name, _, _ in written] == ["tiny_study_history", "tiny_study_importances",

@@ -1,10 +1,95 @@
-"""Placeholder until issue 6 lands."""
+"""`perceiver-ablate study STUDY.yaml`: an Optuna study run by K workers sharing a storage.
 
-from experiments.commands import Command, not_yet
+`key=value` items apply to the study's base config (`train.max_steps=10` shrinks every
+trial); `cluster.KEY=value` items override the cluster profile, as for `sweep`. The
+workers (local processes or a SLURM array) outlive the command unless `--wait`; follow
+them with `perceiver-ablate status OUT` or `optuna-dashboard <out>/study.journal` (or the
+RDB URL). Running the same study again resumes it (raise `--trials` to extend it).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from experiments.commands import Command
+
+RESULTS = Path("results")
+POLL_S = 2.0
 
 
 def add_arguments(parser):
-    parser.add_argument('items', nargs='*')
+    parser.add_argument("study", metavar="STUDY.yaml",
+                        help="a study file (see experiments/studies/)")
+    parser.add_argument("items", nargs="*", metavar="key=value",
+                        help="overrides of the base config (train.max_steps=10), or of the "
+                             "cluster profile (cluster.timeout_min=120)")
+    parser.add_argument("--executor", choices=("local", "slurm", "debug"), default="local",
+                        help="local: worker processes on this machine (default); slurm: a job "
+                             "array of workers; debug: in this process, one after another")
+    parser.add_argument("--cluster", default="local", metavar="PROFILE",
+                        help="cluster profile: a name in slurm/profiles/ or a YAML path "
+                             "(default: local)")
+    parser.add_argument("--workers", type=int, default=1, metavar="K",
+                        help="workers sharing the study (default: 1)")
+    parser.add_argument("--trials", type=int, metavar="T",
+                        help="finished (complete + pruned) trials wanted; overrides `trials:`")
+    parser.add_argument("--storage", metavar="URL",
+                        help="an RDB URL (postgresql+psycopg2://user@host/db) or a journal "
+                             "file path (default: <out>/study.journal)")
+    parser.add_argument("--out", help="results folder (default: results/<study file stem>)")
+    parser.add_argument("--wait", action="store_true",
+                        help="block until the study is finished or its workers ended, then "
+                             "print its trials")
 
 
-COMMAND = Command('an Optuna study over the ablation knobs', add_arguments, not_yet(6))
+def ended(job) -> bool:
+    """A worker that returned, raised or died, without asking SLURM's accounting (sacct),
+    which many clusters and the local one lack: a local job's process has exited, a SLURM
+    job wrote its result file."""
+    from submitit.local.local import LocalJob
+
+    return job.done() if isinstance(job, LocalJob) else job.paths.result_pickle.exists()
+
+
+def run(args) -> int:
+    from experiments.commands.sweep import split_items
+    from experiments.study import load_study, study_status, tally
+
+    overrides, cluster_overrides = split_items(args.items)
+    spec = load_study(args.study, overrides, trials=args.trials, storage=args.storage)
+    out = Path(args.out) if args.out else RESULTS / Path(args.study).stem
+    study = start(spec, out, args, cluster_overrides)
+    if study is None:
+        return 0
+    print(study_status(out))
+    return 0 if tally(study)["finished"] >= spec.trials else 1
+
+
+def start(spec, out: Path, args, cluster_overrides: dict):
+    """Launch the workers; with --wait or --executor debug, return the study once it is
+    finished or its workers ended, else None. (The jobs stay inside this function: `run`'s
+    frame outlives the call, kept by the traceback of an optional import that failed in
+    it, and a submitit job still alive at interpreter exit prints errors from __del__.)"""
+    from experiments.study import public_url, tally
+    from experiments.study_workers import launch
+
+    study, url, jobs = launch(spec, out, executor=args.executor, cluster=args.cluster,
+                              workers=args.workers, profile_overrides=cluster_overrides)
+    print(f"study {spec.name}: {spec.trials} trials wanted, {len(jobs)} {args.executor} "
+          f"worker(s) ({', '.join(str(j.job_id) for j in jobs)}) on {public_url(url)}")
+    print(f"follow it with: perceiver-ablate status {out}")
+    print(f"or in a browser: optuna-dashboard {public_url(url)}")
+    if args.executor == "debug":
+        for job in jobs:
+            job.result()
+    elif args.wait:
+        while tally(study)["finished"] < spec.trials and not all(ended(j) for j in jobs):
+            time.sleep(POLL_S)
+    else:
+        return None
+    return study
+
+
+COMMAND = Command("an Optuna study over the ablation knobs (local workers or a SLURM array)",
+                  add_arguments, run)
