@@ -178,8 +178,16 @@ def draw_input(ax, inputs: np.ndarray, lay: Layout) -> None:
 
 
 def _name(cross: int, count: int) -> str:
-    which = {0: "first", 1: "second", count - 1: "last"}.get(cross)
+    which = None if count == 1 else "first" if cross == 0 else "last" if cross == count - 1 \
+        else "second" if cross == 1 else None
     return f"cross-attend {cross + 1}" + (f" ({which})" if which else "")
+
+
+def _names(crosses: list[int], count: int) -> str:
+    """[0, 1, 7], 8 -> 'cross-attends 1 (first), 2 (second) and 8 (last) of 8'."""
+    names = [_name(i, count).removeprefix("cross-attend ") for i in crosses]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"cross-attend{'s' * (len(names) > 1)} {listed} of {count}"
 
 
 def _latent(row: int, heads: int) -> str:
@@ -190,10 +198,13 @@ def _latent(row: int, heads: int) -> str:
 def overview_figure(maps: dict[int, np.ndarray], lay: Layout, count: int,
                     heads: int = 1) -> Figure:
     """Many latents per cross-attend: {cross-attend index: (L, M) maps} -> one panel each."""
-    fig = Figure(figsize=(style.FULL_WIDTH, 2.6), layout="constrained")
+    shown = len(next(iter(maps.values())))
+    cols = columns(shown)
+    aspect = -(-shown // cols) / cols * (lay.shape[0] / lay.shape[1] if lay.is_grid else 1)
+    height = min(4.0, max(1.2, style.FULL_WIDTH / len(maps) * aspect + 0.35))
+    fig = Figure(figsize=(style.FULL_WIDTH, height), layout="constrained")
     panels = fig.subfigures(1, len(maps), squeeze=False)[0]
     for panel, (cross, values) in zip(panels, maps.items(), strict=True):
-        cols = columns(len(values))
         if lay.is_grid:
             ax = panel.subplots()
             ax.imshow(mosaic(values, lay, cols), cmap=CMAP, interpolation="nearest")
@@ -255,18 +266,20 @@ def attention_figures(model: torch.nn.Module, inputs: Tensor, positions: Tensor 
     if latents < 1 or closeups < 1:
         raise ConfigError(f"need at least one latent to draw (latents={latents}, "
                           f"closeups={closeups})")
-    all_maps = cross_attention_maps(model, inputs, positions, kind)
-    count = len(all_maps)
-    heads = all_maps[0].shape[1] // model.latents.shape[0]
     where = positions if positions is not None else grid_positions(index_shape)
     what = {"logits": "pre-softmax attention logits",
             "weights": "softmax attention weights (each map sums to 1 over the inputs)"}[kind]
     plots = {}
-    for b in range(len(inputs)):
-        lay = layout(where[b] if where.dim() == 3 else where, index_shape)
-        maps = {i: all_maps[i][b].numpy() for i in selected(count)}
+    for b in range(len(inputs)):  # one at a time: a paper-size map is N x 50,176 per head
+        own = where[b] if where.dim() == 3 else where
+        all_maps = cross_attention_maps(model, inputs[b:b + 1], None if positions is None
+                                        else own, kind)
+        count, heads = len(all_maps), all_maps[0].shape[1] // model.latents.shape[0]
+        maps = {i: all_maps[i][0].numpy() for i in selected(count)}
+        del all_maps  # the cross-attends not drawn
+        lay = layout(own, index_shape)
         shown = {i: m[:latents] for i, m in maps.items()}
-        total = len(next(iter(maps.values())))
+        total = len(maps[0])
         rows = np.linspace(0, min(latents, total) - 1, min(closeups, total)).round()
         rows = sorted(set(rows.astype(int).tolist()))
         title = titles[b] if titles else f"example {b}"
@@ -274,8 +287,9 @@ def attention_figures(model: torch.nn.Module, inputs: Tensor, positions: Tensor 
                       "drawn against the inputs' positions")
         plots[f"attention_{kind}_overview_{b}"] = Plot(
             overview_figure(shown, lay, count, heads),
-            f"Cross-attention maps ({what}) of {title}: the first {len(shown[0])} latents "
-            f"of the {', '.join(_name(i, count) for i in maps)} of {count}, {where_text}; "
+            f"Cross-attention maps ({what}) of {title}: the first {len(shown[0])} "
+            f"{'maps' if heads > 1 else 'latents'} "
+            f"at {_names(list(maps), count)}, {where_text}; "
             "each map has its own colour scale (low to high). Plaid (tartan) patterns come "
             "from the Fourier position features.")
         plots[f"attention_{kind}_closeups_{b}"] = Plot(

@@ -16,7 +16,6 @@ run and trains only what is missing (a run cut short resumes from its checkpoint
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -139,7 +138,7 @@ def attention_section(best, acc_label: str, axes: Sequence[str], written, out: P
     setting = ", ".join(f"{label(a)}={best[a]}" for a in axes if a != SEED_KEY)
     lines = ["## Cross-attention maps of the best run", "",
              f"Run `{best['run_id']}` ({setting}, seed {best[SEED_KEY]}): "
-             f"{acc_label} {best['acc']:.2f}. Maps of other runs: "
+             f"{acc_label.removesuffix(' (%)')} {best['acc']:.2f}%. Maps of other runs: "
              f"`perceiver-ablate attention {Path(best['run_dir'])}`.", ""]
     for name, plot, paths in written:
         png, pdf = (next(p for p in paths if p.suffix == s) for s in (".png", ".pdf"))
@@ -166,7 +165,7 @@ def run_demo(out_dir: str | Path = DEFAULT_OUT, sweep: str | Path = DEMO_SWEEP,
     from analysis.results import accuracy, load_results
     from experiments.tracking import run_states
 
-    log = log or (lambda text: print(text, file=sys.stdout, flush=True))
+    log = log or (lambda text: print(text, flush=True))
     if executor not in ("local", "debug"):
         raise ConfigError(f"the demo runs on this machine: executor {executor!r} is not "
                           "local or debug (use `perceiver-ablate sweep --executor slurm`)")

@@ -5,6 +5,7 @@ when CI=true: CI installs everything (`make test`), so a skip there would hide a
 set-up.
 """
 
+import gzip
 import os
 import shutil
 import subprocess
@@ -89,4 +90,21 @@ def fashion_mnist_root() -> Path:
     if absent:
         skip_or_fail(f"Fashion-MNIST missing under {root} ({', '.join(absent)}): "
                      "run `apt-get install dataset-fashion-mnist` or `make test`")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_fashion_mnist(fashion_mnist_root, tmp_path_factory) -> Path:
+    """The first 1024 training and 256 test images of the real Fashion-MNIST as IDX files:
+    real data that loads, trains and tests in a moment."""
+    from experiments.data import FASHION_MNIST_FILES, read_idx
+
+    root = tmp_path_factory.mktemp("fashion-mnist")
+    for part, files in FASHION_MNIST_FILES.items():
+        count = 1024 if part == "train" else 256
+        for name, dims in zip(files, (3, 1), strict=True):
+            array = read_idx(fashion_mnist_root / name, dims)[:count]
+            header = (0x0800 + dims).to_bytes(4, "big") + b"".join(
+                n.to_bytes(4, "big") for n in array.shape)
+            (root / name).write_bytes(gzip.compress(header + array.tobytes(), compresslevel=1))
     return root

@@ -7,7 +7,6 @@ first 1024 training and 256 test images of Debian's files, written as IDX files)
 takes a second or two.
 """
 
-import gzip
 import json
 import os
 import re
@@ -42,22 +41,6 @@ TINY = {"model": {"num_latents": 16, "latent_channels": 32, "num_blocks": 1,
                   "schedule": "constant"}}
 LR = {"train.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
 STUDIES = Path(S.__file__).parent / "studies"
-
-
-@pytest.fixture(scope="session")
-def tiny_data(fashion_mnist_root, tmp_path_factory) -> Path:
-    """The first images of Fashion-MNIST as IDX files: real data, quick to load and test."""
-    from experiments.data import FASHION_MNIST_FILES, read_idx
-
-    root = tmp_path_factory.mktemp("fashion-mnist")
-    for part, files in FASHION_MNIST_FILES.items():
-        count = 1024 if part == "train" else 256
-        for name, dims in zip(files, (3, 1), strict=True):
-            array = read_idx(fashion_mnist_root / name, dims)[:count]
-            header = (0x0800 + dims).to_bytes(4, "big") + b"".join(
-                n.to_bytes(4, "big") for n in array.shape)
-            (root / name).write_bytes(gzip.compress(header + array.tobytes(), compresslevel=1))
-    return root
 
 
 def write_study(folder: Path, data_root: Path | None = None, **fields) -> Path:
@@ -308,9 +291,9 @@ def test_twin_trial_waits_for_the_lower_one_on_the_same_run(tmp_path):
 
 # ----------------------------------------------------------------------------- real runs
 
-def test_two_local_workers_on_one_journal_finish_exactly_the_trials(tmp_path, tiny_data,
+def test_two_local_workers_on_one_journal_finish_exactly_the_trials(tmp_path, tiny_fashion_mnist,
                                                                      capsys):
-    path = write_study(tmp_path, tiny_data, name="pair")
+    path = write_study(tmp_path, tiny_fashion_mnist, name="pair")
     out = tmp_path / "out"
     assert main(["study", str(path), "--workers", "2", "--out", str(out), "--wait"]) == 0
     complete = assert_exactly_complete(out, 4)
@@ -337,9 +320,9 @@ def test_two_local_workers_on_one_journal_finish_exactly_the_trials(tmp_path, ti
     assert [(t.number, t.params) for t in resumed[:4]] == [(t.number, t.params) for t in complete]
 
 
-def test_killed_worker_leaves_a_failed_trial_and_the_study_completes(tmp_path, tiny_data):
+def test_killed_worker_leaves_a_failed_trial_and_the_study_completes(tmp_path, tiny_fashion_mnist):
     trials = 3
-    spec = S.load_study(write_study(tmp_path, tiny_data, trials=trials, stale_after_s=8))
+    spec = S.load_study(write_study(tmp_path, tiny_fashion_mnist, trials=trials, stale_after_s=8))
     out = tmp_path / "out"
     study, _, jobs = W.launch(spec, out, executor="local", workers=2)
 
@@ -357,12 +340,12 @@ def test_killed_worker_leaves_a_failed_trial_and_the_study_completes(tmp_path, t
     assert any(f"resumed {run_dir} at step" in job.stderr() for job in jobs)
 
 
-def test_preempted_worker_requeues_and_retries_its_trial(tmp_path, tiny_data):
+def test_preempted_worker_requeues_and_retries_its_trial(tmp_path, tiny_fashion_mnist):
     """USR2 is SLURM's (and the local executor's) warning before preemption or the time
     limit: submitit calls checkpoint(), the worker is requeued and first retries the trial
     it was running (here the other worker may take the retry), which resumes the run from
     its checkpoint."""
-    spec = S.load_study(write_study(tmp_path, tiny_data, trials=1))
+    spec = S.load_study(write_study(tmp_path, tiny_fashion_mnist, trials=1))
     out = tmp_path / "out"
     study, _, jobs = W.launch(spec, out, executor="local", workers=2)
 
@@ -382,10 +365,10 @@ def test_preempted_worker_requeues_and_retries_its_trial(tmp_path, tiny_data):
     assert_exactly_complete(out, 1)
 
 
-def test_median_pruner_stops_a_trial_that_learns_nothing(tmp_path, tiny_data):
+def test_median_pruner_stops_a_trial_that_learns_nothing(tmp_path, tiny_fashion_mnist):
     """Two trials with working learning rates, then one with lr=1e-7: at step 10, the end
     of the warm-up, it is below the median of the others and is pruned there."""
-    path = write_study(tmp_path, tiny_data, trials=3,
+    path = write_study(tmp_path, tiny_fashion_mnist, trials=3,
                        space={"train.lr": {"type": "float", "low": 1e-8, "high": 1e-1,
                                            "log": True}},
                        pruner={"name": "median", "n_startup_trials": 2, "n_warmup_steps": 10})
@@ -407,8 +390,8 @@ def test_median_pruner_stops_a_trial_that_learns_nothing(tmp_path, tiny_data):
     assert result["status"] == "pruned" and result["step"] == 10
 
 
-def test_pareto_study_of_accuracy_and_flops(tmp_path, tiny_data):
-    path = write_study(tmp_path, tiny_data, trials=2, objective=["val_acc", "flops"],
+def test_pareto_study_of_accuracy_and_flops(tmp_path, tiny_fashion_mnist):
+    path = write_study(tmp_path, tiny_fashion_mnist, trials=2, objective=["val_acc", "flops"],
                        sampler="grid", space={"model.num_latents": {
                            "type": "categorical", "choices": [8, 32]}})
     spec = S.load_study(path)
@@ -430,8 +413,9 @@ def test_pareto_study_of_accuracy_and_flops(tmp_path, tiny_data):
 
 
 @pytest.mark.slurm
-def test_two_workers_as_a_slurm_array_finish_exactly_the_trials(tmp_path, tiny_data, capsys):
-    path = write_study(tmp_path, tiny_data, name="slurm-pair")
+def test_two_workers_as_a_slurm_array_finish_exactly_the_trials(tmp_path, tiny_fashion_mnist,
+                                                                capsys):
+    path = write_study(tmp_path, tiny_fashion_mnist, name="slurm-pair")
     out = tmp_path / "out"
     assert main(["study", str(path), "--executor", "slurm", "--cluster", "local",
                  "--workers", "2", "--out", str(out), "--wait"]) == 0
@@ -473,11 +457,11 @@ def postgres_url():
 
 
 @pytest.mark.postgres
-def test_two_workers_on_postgresql_finish_the_study_despite_a_killed_one(tmp_path, tiny_data,
-                                                                         postgres_url):
+def test_two_workers_on_postgresql_finish_the_study_despite_a_killed_one(
+        tmp_path, tiny_fashion_mnist, postgres_url):
     """On an RDB, Optuna's own heartbeat notices the killed worker's trial."""
     trials = 3
-    path = write_study(tmp_path, tiny_data, name="pg-pair", trials=trials, stale_after_s=4)
+    path = write_study(tmp_path, tiny_fashion_mnist, name="pg-pair", trials=trials, stale_after_s=4)
     out = tmp_path / "out"
     with_password = postgres_url.replace("postgres@", "postgres:secret@")  # trust: ignored
     spec = S.load_study(path, storage=with_password)

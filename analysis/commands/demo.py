@@ -8,7 +8,7 @@ from experiments.commands import Command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", metavar="DIR", default="results/demo",
+    parser.add_argument("--out", metavar="DIR",
                         help="where the runs (DIR/runs), figures, tables, attention maps and "
                              "index.md go (default: results/demo); a second demo into the "
                              "same folder reuses its finished runs")
@@ -17,9 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import matplotlib
     matplotlib.use("Agg")
-    from analysis.demo import run_demo
+    from analysis.demo import DEFAULT_OUT, run_demo
 
-    return 1 if run_demo(args.out).failed else 0
+    return 1 if run_demo(args.out or DEFAULT_OUT).failed else 0
 
 
 COMMAND = Command("the main job: a small real ablation sweep, its figures and maps",
