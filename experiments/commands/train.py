@@ -1,10 +1,41 @@
-"""Placeholder until issue 4 lands."""
+"""`perceiver-ablate train [CONFIG.yaml] [key=value ...] [--out DIR]`: one run.
 
-from experiments.commands import Command, add_config_arguments, not_yet
+Progress goes to stderr; the run folder is the last line on stdout, so scripts can do
+`run=$(perceiver-ablate train ... | tail -n1)`. Under torchrun or a multi-task SLURM step
+every process runs this command; rank 0 writes the records and prints.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from experiments.commands import Command, add_config_arguments, config_from_args
+
+DEFAULT_ROOT = Path("results") / "train"
 
 
 def add_arguments(parser):
     add_config_arguments(parser, preset=True)
+    parser.add_argument("--out", type=Path,
+                        help=f"the run folder (default: {DEFAULT_ROOT}/<run id>); a run "
+                             "already there is resumed, or returned if it finished")
 
 
-COMMAND = Command('one run; prints its run folder', add_arguments, not_yet(4))
+def run(args) -> int:
+    cfg, _ = config_from_args(args)
+    from experiments.distributed import init_distributed
+    from experiments.train import train_run
+
+    run_dir = args.out or DEFAULT_ROOT / cfg.run_id
+    result = train_run(cfg, run_dir)
+    if init_distributed().is_main:
+        final = result["final"]
+        test = final.get("test_acc")
+        summary = f"test acc {100 * test:.2f}%" if test is not None else "no test metrics"
+        print(f"{result['status']} at step {result['step']}: {summary}", file=sys.stderr)
+        print(run_dir)
+    return 0
+
+
+COMMAND = Command("one run; prints its run folder", add_arguments, run)

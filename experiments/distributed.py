@@ -1,0 +1,66 @@
+"""Data-parallel training: one process per GPU (or per CPU task with gloo), nothing else.
+
+The process group is set up from the standard `env://` variables (RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR, MASTER_PORT), which torchrun sets and which submitit's
+TorchDistributedEnvironment derives from SLURM (one task per GPU: `srun`/submitit with
+tasks_per_node = gpus_per_node). Without them the run is a single process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks, in place (a no-op in a single process)."""
+        if self.world_size > 1:
+            dist.all_reduce(tensor)
+        return tensor
+
+
+def slurm_tasks() -> int:
+    return int(os.environ.get("SLURM_STEP_NUM_TASKS", os.environ.get("SLURM_NTASKS", "1")))
+
+
+def export_slurm_env() -> None:
+    """In a multi-task SLURM step not started by torchrun, export RANK, WORLD_SIZE,
+    LOCAL_RANK, MASTER_ADDR and MASTER_PORT the way submitit derives them."""
+    if "RANK" in os.environ or slurm_tasks() < 2:
+        return
+    from submitit.helpers import TorchDistributedEnvironment
+
+    # submitit jobs set SUBMITIT_EXECUTOR; a plain `srun` step reads the same SLURM variables.
+    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
+    # Keep CUDA_VISIBLE_DEVICES as SLURM set it; init_distributed picks the device.
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+def init_distributed() -> Distributed:
+    """Join (or reuse) the process group this process belongs to; idempotent."""
+    export_slurm_env()
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                rank=rank, world_size=world_size)
+    return Distributed(rank, world_size, device)

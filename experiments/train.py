@@ -1,0 +1,475 @@
+"""One training run: `train_run(cfg, run_dir)` trains, evaluates and records (DESIGN.md).
+
+The loop is deliberately plain: draw a batch, step, and every `train.eval_every` steps
+evaluate on the validation split, append a metrics row, checkpoint and refresh
+result.json (whose `heartbeat` tells a watcher the run is alive). The test split is
+evaluated once, at the end.
+
+Resuming is exact on CPU because nothing about the run lives outside the checkpoint:
+the batch order is a pure function of (seed, epoch) (experiments/data.py), the learning
+rate a pure function of the step (experiments/optim.py), and the checkpoint holds the
+weights, the optimizer, the RNG state and the partial training statistics. Metrics rows
+written after the last checkpoint are dropped on resume and computed again.
+
+Under DDP (experiments/distributed.py) every rank runs this same loop on its share of
+each global batch of train.batch_size; statistics are summed over ranks and only rank 0
+writes records.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import platform
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from experiments.config import RunConfig
+from experiments.data import input_spec, load_splits
+from experiments.distributed import Distributed, init_distributed
+from experiments.optim import build_optimizer, build_schedule
+from experiments.records import (
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    RESULT,
+    STATUSES,
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_text,
+    read_json,
+    read_jsonl,
+    read_yaml,
+    write_json,
+    write_yaml,
+)
+from perceiver_core import build_model, count_flops
+from perceiver_core.config import ConfigError
+
+LOG_INTERVAL_S = 15.0  # seconds between progress lines on stderr
+FINISHED = ("completed", "diverged")  # a run with one of these is never trained again
+
+
+class RunStopped(Exception):
+    """Raised by an `on_eval` hook to end a run early (e.g. an Optuna pruner): the run
+    records `status` in result.json and the exception propagates to the caller."""
+
+    def __init__(self, status: str = "pruned", message: str = ""):
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {STATUSES}")
+        super().__init__(message or f"run stopped: {status}")
+        self.status = status
+
+
+@dataclass
+class Progress:
+    """What a checkpoint holds besides weights, optimizer and RNG: enough to go on exactly."""
+
+    step: int = 0
+    # Training statistics since the last evaluation, summed over ranks:
+    # [loss * examples, correct, examples, seconds].
+    interval: list = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    samples: int = 0  # training examples seen, all ranks
+    train_time_s: float = 0.0  # time in training steps (data included, evaluation excluded)
+    wall_time_s: float = 0.0  # summed over every session of the run
+    best_val_acc: float | None = None
+    best_step: int | None = None
+    started_at: str = ""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@lru_cache(maxsize=1)
+def versions() -> dict:
+    try:
+        package = version("perceiver-ablate")
+    except PackageNotFoundError:
+        package = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"torch": torch.__version__, "python": platform.python_version(),
+            "package": package, "git_commit": commit or None}
+
+
+def finished_result(cfg: RunConfig, run_dir: Path) -> dict | None:
+    """result.json of a finished run of this config in run_dir, if any. A run_dir that
+    belongs to another config is an error: a run folder holds exactly one run."""
+    if (run_dir / CONFIG).is_file():
+        stored = RunConfig.from_dict(read_yaml(run_dir / CONFIG))
+        if stored != cfg:
+            raise ConfigError(f"{run_dir} holds another run (run id {stored.run_id}; this "
+                              f"config is {cfg.run_id}): choose another --out folder")
+    if (run_dir / RESULT).is_file():
+        result = read_json(run_dir / RESULT)
+        if result.get("status") in FINISHED:
+            return result
+    return None
+
+
+def autocast(cfg: RunConfig, device: torch.device):
+    """bf16 autocast when asked for, or on CUDA by default; fp32 otherwise."""
+    bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto"
+                                             and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def to_device(batch, device: torch.device):
+    return (t.to(device, non_blocking=True) for t in batch)
+
+
+@torch.no_grad()
+def evaluate(model, split, batch_size: int, cfg: RunConfig, env: Distributed):
+    """(mean loss, accuracy) over a whole split, or (None, None) for an empty one."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=env.device)
+    for batch in split.batches(batch_size, seed=cfg.train.seed, epoch=0, train=False,
+                               rank=env.rank, world_size=env.world_size):
+        if len(batch.labels) == 0:  # this rank's share of the last batch is empty
+            continue
+        inputs, positions, labels = to_device(batch, env.device)
+        with autocast(cfg, env.device):
+            logits = model(inputs, positions).float()
+        sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum"),
+                             (logits.argmax(-1) == labels).sum(),
+                             torch.tensor(len(labels), device=env.device)]).double()
+    model.train(was_training)
+    loss, correct, count = env.all_reduce(sums).tolist()
+    return (loss / count, correct / count) if count else (None, None)
+
+
+def finite(*values) -> bool:
+    return all(v is None or math.isfinite(v) for v in values)
+
+
+def duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+
+
+def prepare_training(model: torch.nn.Module, cfg: RunConfig, env: Distributed,
+                     total_steps: int):
+    """(optimizer, scheduler, net, trainer) for a built model: everything a training step
+    needs. `net` is the model, compiled when train.compile (evaluation uses it); `trainer`
+    is net, wrapped in DDP when there are several processes. The benchmark
+    (experiments/bench.py) builds its steps with this too, so it times what runs train."""
+    optimizer = build_optimizer(model, cfg.train)
+    scheduler = build_schedule(optimizer, cfg.train, total_steps)
+    net = torch.compile(model) if cfg.train.compile else model
+    trainer = net
+    if env.world_size > 1:
+        trainer = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[env.device] if env.device.type == "cuda" else None)
+    return optimizer, scheduler, net, trainer
+
+
+def train_step(trainer, optimizer, scheduler, batch, cfg: RunConfig,
+               env: Distributed) -> torch.Tensor:
+    """One optimizer step; returns [loss * n, correct, n] summed over ranks. A non-finite
+    loss skips the update (the run is about to stop as diverged)."""
+    inputs, positions, labels = to_device(batch, env.device)
+    with autocast(cfg, env.device):
+        logits = trainer(inputs, positions).float()
+    loss = F.cross_entropy(logits, labels, label_smoothing=cfg.train.label_smoothing)
+    stats = torch.stack([loss.detach() * len(labels),
+                         (logits.detach().argmax(-1) == labels).sum(),
+                         torch.tensor(len(labels), device=env.device)]).double()
+    env.all_reduce(stats)
+    if not math.isfinite(stats[0].item()):
+        return stats
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.train.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(trainer.parameters(), cfg.train.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return stats
+
+
+class Run:
+    """The state of one run in this process, and the records it writes (rank 0 only)."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, env: Distributed, on_eval):
+        self.cfg, self.run_dir, self.env, self.on_eval = cfg, run_dir, env, on_eval
+        tc = cfg.train
+        if tc.batch_size % env.world_size:
+            raise ConfigError(f"train.batch_size={tc.batch_size} (the global batch) must be "
+                              f"divisible by the {env.world_size} processes")
+        self.batch_size = tc.batch_size // env.world_size  # per rank
+        # Everything that can fail on bad input happens before the run folder exists.
+        self.splits = load_splits(cfg)
+        spec = self.splits.spec
+        if spec.num_classes != cfg.model.num_classes:
+            raise ConfigError(f"model.num_classes={cfg.model.num_classes} but {cfg.data.name}"
+                              f" has {spec.num_classes} classes: set model.num_classes="
+                              f"{spec.num_classes}")
+        self.steps_per_epoch = self.splits.train.num_batches(
+            self.batch_size, env.world_size, train=True)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"train.batch_size={tc.batch_size} exceeds the "
+                              f"{len(self.splits.train)} training examples: lower it or "
+                              "raise data.train_subset")
+        self.total_steps = max(1, round(tc.epochs * self.steps_per_epoch))
+        if tc.max_steps is not None:
+            self.total_steps = min(self.total_steps, tc.max_steps)
+        self.eval_every = tc.eval_every or self.steps_per_epoch
+
+        torch.manual_seed(tc.seed)
+        self.model = build_model(cfg.model, cfg.encoding, spec.channels,
+                                 spec.index_shape).to(env.device)
+        self.counts = self.count_flops()
+        self.optimizer, self.scheduler, self.net, self.trainer = prepare_training(
+            self.model, cfg, env, self.total_steps)
+        self.progress = Progress(started_at=now_iso())
+        self.final: dict = {}
+        self.session_start = time.time()
+        self.wall_base = 0.0
+
+    def count_flops(self) -> dict:
+        """Params and forward FLOPs of one example (a real one: the CNN cannot be traced
+        on meta tensors)."""
+        inputs, positions, _ = next(self.splits.val.batches(
+            1, seed=0, epoch=0, train=False)) if len(self.splits.val) else next(
+            self.splits.test.batches(1, seed=0, epoch=0, train=False))
+        self.model.eval()
+        counts = count_flops(self.model, inputs.to(self.env.device),
+                             positions.to(self.env.device))
+        self.model.train()
+        if counts["unsupported_ops"]:
+            print(f"warning: FLOPs miss ops fvcore cannot count: {counts['unsupported_ops']}",
+                  file=sys.stderr)
+        return counts
+
+    # -- records ----------------------------------------------------------------------
+
+    def wall_time(self) -> float:
+        return self.wall_base + time.time() - self.session_start
+
+    def write_result(self, status: str, error: str | None = None) -> dict:
+        p = self.progress
+        result = {
+            "run_id": self.cfg.run_id, "status": status, "step": p.step,
+            "epoch": p.step / self.steps_per_epoch, "final": self.final,
+            "best": {"val_acc": p.best_val_acc, "step": p.best_step},
+            "params": self.counts["params"], "macs": self.counts["macs"],
+            "flops": self.counts["flops"], "flops_breakdown": self.counts["breakdown"],
+            "wall_time_s": self.wall_time(),
+            "samples_per_s": p.samples / p.train_time_s if p.train_time_s else None,
+            "versions": versions(), "host": socket.gethostname(),
+            "started_at": p.started_at, "updated_at": now_iso(), "heartbeat": time.time(),
+            "error": error}
+        if self.env.is_main:
+            write_json(self.run_dir / RESULT, result)
+        return result
+
+    def save_checkpoint(self) -> None:
+        self.progress.wall_time_s = self.wall_time()
+        if not self.env.is_main:
+            return
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        buffer = io.BytesIO()
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "step": self.progress.step,
+                    "config": self.cfg.to_dict(), "progress": asdict(self.progress),
+                    "rng": rng}, buffer)
+        atomic_write_bytes(self.run_dir / CHECKPOINT, buffer.getvalue())
+
+    def start(self) -> None:
+        """Create the run folder, or resume from its checkpoint."""
+        path = self.run_dir / CHECKPOINT
+        if path.is_file():
+            state = torch.load(path, map_location=self.env.device, weights_only=True)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if "cuda" in state["rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            self.progress = Progress(**state["progress"])
+            self.wall_base = self.progress.wall_time_s
+        rows = [r for r in read_jsonl(self.run_dir / METRICS) if r["step"] <= self.progress.step]
+        if rows:
+            self.final = {k: rows[-1][k] for k in ("train_loss", "train_acc", "val_loss",
+                                                   "val_acc")}
+        if self.env.is_main:
+            write_yaml(self.run_dir / CONFIG, self.cfg.to_dict())
+            atomic_write_text(self.run_dir / METRICS,
+                              "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+            self.write_result("running")
+        if self.progress.step:
+            log(f"resumed {self.run_dir} at step {self.progress.step}/{self.total_steps}",
+                self.env)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def evaluate_and_record(self, lr: float) -> dict | None:
+        """Validation metrics row, appended to metrics.jsonl; None if they are not finite."""
+        p = self.progress
+        val_loss, val_acc = evaluate(self.net, self.splits.val, self.batch_size, self.cfg,
+                                     self.env)
+        loss_sum, correct, seen, seconds = p.interval
+        row = {"step": p.step, "epoch": p.step / self.steps_per_epoch,
+               "time_s": self.wall_time(), "lr": lr,
+               "train_loss": loss_sum / seen, "train_acc": correct / seen,
+               "val_loss": val_loss, "val_acc": val_acc,
+               "samples_per_s": seen / seconds if seconds else None}
+        if not finite(val_loss):
+            return None
+        p.interval = [0.0, 0.0, 0.0, 0.0]
+        if val_acc is not None and (p.best_val_acc is None or val_acc > p.best_val_acc):
+            p.best_val_acc, p.best_step = val_acc, p.step
+        self.final = {k: row[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")}
+        if self.env.is_main:
+            append_jsonl(self.run_dir / METRICS, row)
+        val = "-" if val_acc is None else f"{val_loss:.4f} / {100 * val_acc:.2f}%"
+        best = "-" if p.best_val_acc is None else f"{100 * p.best_val_acc:.2f}% @ {p.best_step}"
+        log(f"eval step {p.step}/{self.total_steps}: val loss/acc {val}  best {best}", self.env)
+        return row
+
+    def call_hook(self, row: dict) -> None:
+        """on_eval on rank 0; a RunStopped it raises stops every rank."""
+        stopped: RunStopped | None = None
+        if self.env.is_main and self.on_eval is not None:
+            try:
+                self.on_eval(row)
+            except RunStopped as exc:
+                stopped = exc
+        if self.env.world_size > 1:
+            code = torch.tensor([STATUSES.index(stopped.status) + 1 if stopped else 0],
+                                device=self.env.device)
+            self.env.all_reduce(code)
+            if code.item() and stopped is None:
+                stopped = RunStopped(STATUSES[int(code.item()) - 1])
+        if stopped is not None:
+            raise stopped
+
+    def fit(self) -> str:
+        """Train to total_steps: 'completed', or 'diverged' at the first non-finite loss."""
+        tc, p = self.cfg.train, self.progress
+        tick = last_log = time.perf_counter()
+        while p.step < self.total_steps:
+            epoch, start = divmod(p.step, self.steps_per_epoch)
+            for batch in self.splits.train.batches(
+                    self.batch_size, seed=tc.seed, epoch=epoch, train=True,
+                    start_batch=start, rank=self.env.rank, world_size=self.env.world_size):
+                lr = self.optimizer.param_groups[0]["lr"]
+                stats = train_step(self.trainer, self.optimizer, self.scheduler, batch,
+                                   self.cfg, self.env)
+                if not math.isfinite(stats[0].item()):
+                    log(f"non-finite training loss at step {p.step + 1}: diverged", self.env)
+                    return "diverged"
+                elapsed, tick = time.perf_counter() - tick, time.perf_counter()
+                p.step += 1
+                p.samples += int(stats[2].item())
+                p.train_time_s += elapsed
+                step_stats = [*stats.tolist(), elapsed]
+                p.interval = [a + b for a, b in zip(p.interval, step_stats, strict=True)]
+                done = p.step == self.total_steps
+                row = None
+                if done or p.step % self.eval_every == 0:
+                    row = self.evaluate_and_record(lr)
+                    if row is None:
+                        log(f"non-finite validation loss at step {p.step}: diverged", self.env)
+                        return "diverged"
+                checkpoint = done or (p.step % tc.checkpoint_every == 0 if tc.checkpoint_every
+                                      else row is not None)
+                if checkpoint:
+                    self.save_checkpoint()
+                if row is not None or checkpoint:
+                    self.write_result("running")  # with a fresh heartbeat
+                if row is not None:
+                    self.call_hook(row)
+                elif time.perf_counter() - last_log > LOG_INTERVAL_S:
+                    last_log = time.perf_counter()
+                    self.log_progress(lr)
+                if row is not None or checkpoint:
+                    tick = time.perf_counter()  # evaluation and records are not training time
+                if done:
+                    break
+        return "completed"
+
+    def log_progress(self, lr: float) -> None:
+        p = self.progress
+        loss_sum, correct, seen, _ = p.interval
+        rate = p.samples / p.train_time_s if p.train_time_s else 0.0
+        left = (self.total_steps - p.step) * self.cfg.train.batch_size / rate if rate else 0.0
+        log(f"step {p.step}/{self.total_steps} (epoch {p.step / self.steps_per_epoch:.2f}) "
+            f"loss {loss_sum / max(seen, 1):.4f} acc {100 * correct / max(seen, 1):.2f}% "
+            f"lr {lr:.2e} | {rate:.0f} samples/s | ETA {duration(left)}", self.env)
+
+    def finish(self) -> dict:
+        status = self.fit()
+        if status == "completed":
+            test_loss, test_acc = evaluate(self.net, self.splits.test, self.batch_size,
+                                           self.cfg, self.env)
+            self.final.update(test_loss=test_loss, test_acc=test_acc)
+            log(f"test loss/acc {test_loss:.4f} / {100 * test_acc:.2f}%", self.env)
+        return self.write_result(status)
+
+
+def log(message: str, env: Distributed) -> None:
+    if env.is_main:
+        print(message, file=sys.stderr, flush=True)
+
+
+def train_run(cfg: RunConfig, run_dir: Path, *,
+              on_eval: Callable[[dict], None] | None = None) -> dict:
+    """Train `cfg` into run_dir (resuming from its checkpoint) and return result.json.
+
+    A finished run (completed or diverged) of the same config is returned as it is. A
+    RunStopped from on_eval records its status and propagates; any other exception
+    records `failed` with its traceback tail and propagates. A non-finite loss ends the
+    run as `diverged` with the last finite metrics.
+    """
+    run_dir = Path(run_dir)
+    result = finished_result(cfg, run_dir)
+    if result is not None:
+        return result
+    run = Run(cfg, run_dir, init_distributed(), on_eval)
+    try:
+        run.start()
+        return run.finish()
+    except RunStopped as stop:
+        run.write_result(stop.status, error=str(stop))
+        raise
+    except Exception as exc:
+        tail = "".join(traceback.format_exception(exc)[-6:])
+        run.write_result("failed", error=f"{type(exc).__name__}: {exc}\n{tail}")
+        raise
+
+
+def load_trained(path: str | Path):
+    """(eval-mode model with the checkpoint's weights, its RunConfig) from a run folder or
+    a checkpoint file."""
+    path = Path(path)
+    checkpoint = path / CHECKPOINT if path.is_dir() else path
+    if not checkpoint.is_file():
+        raise ConfigError(f"no checkpoint at {checkpoint}: pass a run folder holding "
+                          f"{CHECKPOINT} (perceiver-ablate train prints it) or the file itself")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cfg = RunConfig.from_dict(state["config"])
+    spec = input_spec(cfg.data)
+    model = build_model(cfg.model, cfg.encoding, spec.channels, spec.index_shape)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg
