@@ -1,0 +1,92 @@
+"""`perceiver-ablate bench`: one JSON object whose figures are consistent and sane."""
+
+import json
+
+import pytest
+import torch
+
+from experiments.bench import PeakMemory, peak_matmul_flops
+from experiments.cli import main
+
+TINY = ["model.num_latents=16", "model.latent_channels=32", "model.num_blocks=1",
+        "model.self_attends_per_block=1", "model.num_cross_attends=1", "model.latent_heads=2",
+        "encoding.num_bands=4", "train.batch_size=8"]
+
+
+def test_bench_json_has_consistent_sane_figures(capsys):
+    assert main(["bench", *TINY, "--json", "--steps", "3", "--warmup", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("samples_per_s", "step_time_s", "flops_per_s", "peak_flops_per_s", "mfu",
+                "peak_memory_bytes", "device", "threads"):
+        assert key in result, key
+    assert result["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert result["threads"] == torch.get_num_threads()
+    assert len(result["step_times_s"]) == 3
+    assert result["step_time_min_s"] <= result["step_time_s"] <= result["step_time_max_s"]
+    assert result["samples_per_s"] == pytest.approx(8 / result["step_time_s"])
+    # The paper's convention: 3 x forward FLOPs per example x batch; MFU against the peak.
+    assert result["flops_per_step"] == 3 * 8 * result["forward_flops_per_example"]
+    assert result["flops_per_s"] == pytest.approx(result["flops_per_step"] / result["step_time_s"])
+    assert result["mfu"] == pytest.approx(result["flops_per_s"] / result["peak_flops_per_s"])
+    assert 0 < result["mfu"] < 1.5
+    assert result["peak_flops_per_s"] > 1e9
+    assert 0 < result["peak_memory_bytes"] < 2**30
+    assert result["params"] > 0 and result["dtype"] == "float32"
+
+
+def test_bench_table_and_bad_arguments(capsys):
+    assert main(["bench", *TINY, "--steps", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "samples/s" in out and "MFU" in out and "peak memory" in out
+    assert main(["bench", *TINY, "--steps", "0"]) == 2
+    assert "steps >= 1" in capsys.readouterr().err
+    assert main(["bench", "model.num_latentz=3"]) == 2
+
+
+def test_peak_memory_sees_an_allocation_after_start():
+    memory = PeakMemory(torch.device("cpu"))
+    memory.start()
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    assert memory.peak() >= 60 * 2**20
+    del block
+
+
+def test_peak_matmul_rate_is_positive_and_finite():
+    rate = peak_matmul_flops(torch.device("cpu"), torch.float32, seconds=0.2)
+    assert 1e8 < rate < 1e14
+
+
+@pytest.mark.parametrize("shared_queries", [False, True])
+@pytest.mark.parametrize("chunk", [None, 2 * 7 * 11])  # default, or one example at a time
+def test_gemm_attention_matches_sdpa_values_and_gradients(monkeypatch, shared_queries, chunk):
+    """The CPU path for few batch x heads (perceiver_core/attention.py) is exact attention."""
+    import torch.nn.functional as F
+
+    from perceiver_core import attention
+
+    if chunk:
+        monkeypatch.setattr(attention, "CHUNK_ELEMENTS", chunk)
+    torch.manual_seed(0)
+    q = torch.randn(*(() if shared_queries else (3,)), 2, 7, 5, dtype=torch.double)
+    k, v = torch.randn(3, 2, 11, 5, dtype=torch.double), torch.randn(3, 2, 11, 4,
+                                                                      dtype=torch.double)
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    assert torch.autograd.gradcheck(attention.GemmAttention.apply, (q, k, v))
+    out = attention.GemmAttention.apply(q, k, v)
+    reference = F.scaled_dot_product_attention(q.expand(3, 2, 7, 5), k, v)
+    torch.testing.assert_close(out, reference)
+
+
+def test_attend_takes_the_gemm_path_only_for_few_batch_heads_in_fp32_on_cpu(monkeypatch):
+    from perceiver_core import attention
+
+    calls = []
+    monkeypatch.setattr(attention.GemmAttention, "apply",
+                        lambda *a: calls.append(a[1].shape) or torch.zeros(1))
+    threads = torch.get_num_threads()
+    few, many = torch.randn(1, 1, 9, 4), torch.randn(2 * threads, 1, 9, 4)
+    attention.attend(torch.randn(1, 5, 4), few, few)
+    attention.attend(torch.randn(1, 5, 4), many, many)
+    attention.attend(torch.randn(1, 5, 4).bfloat16(), few.bfloat16(), few.bfloat16())
+    assert calls == [few.shape]
