@@ -38,7 +38,7 @@ TINY = {"model": {"num_latents": 16, "latent_channels": 32, "num_blocks": 1,
         "encoding": {"num_bands": 4},
         "data": {"train_subset": 512, "val_size": 256},
         "train": {"max_steps": 20, "eval_every": 5, "batch_size": 32, "optimizer": "adamw",
-                  "schedule": "constant"}}
+                  "schedule": "constant", "epochs": 100, "warmup_steps": 0}}
 LR = {"train.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
 STUDIES = Path(S.__file__).parent / "studies"
 

@@ -26,7 +26,8 @@ TINY_BASE = {
               "self_attends_per_block": 1, "num_cross_attends": 1, "latent_heads": 1},
     "encoding": {"num_bands": 2},
     "data": {"train_subset": 256, "val_size": 256, "image_size": 14},
-    "train": {"max_steps": 20, "batch_size": 64, "eval_every": 10},
+    "train": {"max_steps": 20, "batch_size": 64, "eval_every": 10, "epochs": 100,
+              "warmup_steps": 0},
 }
 
 
