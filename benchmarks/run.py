@@ -163,10 +163,12 @@ def markdown(report: dict) -> str:
             f"{r['mfu']:.2f} | {fmt_bytes(r['peak_memory_bytes'])} | "
             "{:.2f} / {:.2f} |".format(*r["load_average_1m"]))
     if report["versus_transformers"]:
-        lines += ["", "Ours vs transformers at identical architecture (one cross-attend):", "",
-                  "| shape | samples/s, ours / transformers | peak memory, ours / transformers |",
-                  "|---|---|---|"]
-        lines += [f"| {shape} | {v['speedup']:.2f}x | {v['memory_ratio']:.2f}x |"
+        lines += ["", "Ours vs transformers at identical architecture (one cross-attend; "
+                      "same parameter and FLOP counts checked per shape):", "",
+                  "| shape | samples/s, ours / transformers | peak memory, ours / transformers "
+                  "| same params, same FLOPs |", "|---|---|---|---|"]
+        lines += [f"| {shape} | {v['speedup']:.2f}x | {v['memory_ratio']:.2f}x | "
+                  f"{'yes' if v['same_params'] else 'NO'}, {'yes' if v['same_flops'] else 'NO'} |"
                   for shape, v in report["versus_transformers"].items()]
     scaling = report.get("scaling")
     if scaling:
@@ -230,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
                 ours, theirs = by["ours-1x"], by["transformers"]
                 report["versus_transformers"][shape] = {
                     "speedup": ours["samples_per_s"] / theirs["samples_per_s"],
-                    "memory_ratio": ours["peak_memory_bytes"] / theirs["peak_memory_bytes"]}
+                    "memory_ratio": ours["peak_memory_bytes"] / theirs["peak_memory_bytes"],
+                    "same_params": ours["params"] == theirs["params"],
+                    "same_flops": (ours["forward_flops_per_example"]
+                                   == theirs["forward_flops_per_example"])}
     if args.scaling != "no":
         points = []
         for size in SCALING_SIZES:

@@ -19,6 +19,7 @@ torch.cuda.max_memory_allocated (CUDA): weights, gradients, optimizer state, act
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import platform
@@ -72,21 +73,32 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, seconds: float =
     return best
 
 
-def proc_status_bytes(field: str) -> int:
-    """VmRSS / VmHWM (current / peak resident set) from /proc/self/status, in bytes."""
-    for line in PROC_STATUS.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
+def resident_bytes(field: str) -> int:
+    """VmRSS (current) or VmHWM (peak) resident set of this process from /proc; without
+    /proc (macOS), the lifetime peak from getrusage stands in for both."""
+    if PROC_STATUS.exists():
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+def trim_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc's malloc_trim), so that memory the
+    process freed earlier cannot be reused unseen by the resident-set measurement."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 class PeakMemory:
     """How much the process's peak memory grew after start().
 
-    CPU (Linux): the kernel's peak-RSS mark is reset to the current RSS through
-    /proc/self/clear_refs, so the figure covers only what came after start(). Elsewhere the
-    process's lifetime peak (getrusage) minus the RSS at start() bounds it from above.
-    CUDA: the allocator's own peak statistics.
+    CPU: the kernel's peak-RSS mark is reset to the current RSS (Linux: /proc/self/
+    clear_refs), so the peak covers only what came after start(); where that is impossible
+    the lifetime peak is used, an upper bound. CUDA: the allocator's peak statistics.
     """
 
     def __init__(self, device: torch.device):
@@ -95,26 +107,21 @@ class PeakMemory:
 
     def start(self) -> None:
         gc.collect()
+        trim_heap()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
             return
         try:
             PROC_CLEAR_REFS.write_text("5")
-            self.base = proc_status_bytes("VmRSS")
         except OSError:
-            scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS
-            self.base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-            if PROC_STATUS.exists():
-                self.base = proc_status_bytes("VmRSS")
+            pass
+        self.base = resident_bytes("VmRSS")
 
     def peak(self) -> int:
         if self.device.type == "cuda":
             return torch.cuda.max_memory_allocated(self.device) - self.base
-        if PROC_STATUS.exists():
-            return proc_status_bytes("VmHWM") - self.base
-        scale = 1 if sys.platform == "darwin" else 1024
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale - self.base
+        return resident_bytes("VmHWM") - self.base
 
 
 def synthetic_batch(cfg: RunConfig, spec: InputSpec, batch_size: int,

@@ -182,7 +182,11 @@ class SelfAttend(nn.Module):
         self.mlp = MLP(channels, widening_factor)
 
     def forward(self, x: Tensor) -> Tensor:
-        q, k, v = split_heads(self.qkv(self.norm(x)), 3 * self.heads).chunk(3, dim=-3)
+        # (B, L, 3, heads, d) unbound on the 3: the backward stacks the three gradients
+        # straight into the (B, L, 3D) layout the qkv weight gradient needs (a split on the
+        # heads axis costs a second copy).
+        qkv = self.qkv(self.norm(x)).unflatten(-1, (3, self.heads, -1)).unbind(-3)
+        q, k, v = (t.transpose(-3, -2) for t in qkv)
         out, _ = attend(q, k, v)
         return self.mlp(x + self.out(merge_heads(out)))
 
