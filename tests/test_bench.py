@@ -54,39 +54,3 @@ def test_peak_memory_sees_an_allocation_after_start():
 def test_peak_matmul_rate_is_positive_and_finite():
     rate = peak_matmul_flops(torch.device("cpu"), torch.float32, seconds=0.2)
     assert 1e8 < rate < 1e14
-
-
-@pytest.mark.parametrize("shared_queries", [False, True])
-@pytest.mark.parametrize("chunk", [None, 2 * 7 * 11])  # default, or one example at a time
-def test_gemm_attention_matches_sdpa_values_and_gradients(monkeypatch, shared_queries, chunk):
-    """The CPU path for few batch x heads (perceiver_core/attention.py) is exact attention."""
-    import torch.nn.functional as F
-
-    from perceiver_core import attention
-
-    if chunk:
-        monkeypatch.setattr(attention, "CHUNK_ELEMENTS", chunk)
-    torch.manual_seed(0)
-    q = torch.randn(*(() if shared_queries else (3,)), 2, 7, 5, dtype=torch.double)
-    k, v = torch.randn(3, 2, 11, 5, dtype=torch.double), torch.randn(3, 2, 11, 4,
-                                                                      dtype=torch.double)
-    for t in (q, k, v):
-        t.requires_grad_(True)
-    assert torch.autograd.gradcheck(attention.GemmAttention.apply, (q, k, v))
-    out = attention.GemmAttention.apply(q, k, v)
-    reference = F.scaled_dot_product_attention(q.expand(3, 2, 7, 5), k, v)
-    torch.testing.assert_close(out, reference)
-
-
-def test_attend_takes_the_gemm_path_only_for_few_batch_heads_in_fp32_on_cpu(monkeypatch):
-    from perceiver_core import attention
-
-    calls = []
-    monkeypatch.setattr(attention.GemmAttention, "apply",
-                        lambda *a: calls.append(a[1].shape) or torch.zeros(1))
-    threads = torch.get_num_threads()
-    few, many = torch.randn(1, 1, 9, 4), torch.randn(2 * threads, 1, 9, 4)
-    attention.attend(torch.randn(1, 5, 4), few, few)
-    attention.attend(torch.randn(1, 5, 4), many, many)
-    attention.attend(torch.randn(1, 5, 4).bfloat16(), few.bfloat16(), few.bfloat16())
-    assert calls == [few.shape]

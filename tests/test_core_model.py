@@ -130,6 +130,39 @@ def test_weight_sharing_reuses_module_objects():
     assert count(unshared) - count(model) == 2 * one_cross + 3 * one_block
 
 
+def test_shared_cross_attends_compute_keys_and_values_once(monkeypatch):
+    """Cross-attends 2..4 share weights and inputs: one projection for them, same logits
+    and gradients as projecting for every cross-attend."""
+    from perceiver_core.attention import CrossAttend
+
+    model = small()
+    inputs, pos = batch()
+
+    def per_layer():  # every cross-attend projects its own keys and values
+        x, z = model.position(inputs, pos), model.latents
+        for kind, i in model.schedule:
+            if kind == "cross":
+                cross = model.cross_attends[i]
+                z, _ = cross(z, cross.keys_values(x))
+            else:
+                for layer in model.latent_transformer[i]:
+                    z = layer(z)
+        return model.head(z.mean(dim=-2))
+
+    expected = per_layer()
+    expected_grads = torch.autograd.grad(expected.square().sum(), list(model.parameters()))
+    calls = []
+    original = CrossAttend.keys_values
+    monkeypatch.setattr(CrossAttend, "keys_values",
+                        lambda self, x: calls.append(self) or original(self, x))
+    logits = model(inputs, pos)
+    assert [id(c) for c in calls] == [id(model.cross_attends[0]), id(model.cross_attends[1])]
+    torch.testing.assert_close(logits, expected)
+    grads = torch.autograd.grad(logits.square().sum(), list(model.parameters()))
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected_grad)
+
+
 def test_every_parameter_gets_a_gradient():
     model = small()
     inputs, pos = batch()
