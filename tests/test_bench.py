@@ -54,3 +54,21 @@ def test_peak_memory_sees_an_allocation_after_start():
 def test_peak_matmul_rate_is_positive_and_finite():
     rate = peak_matmul_flops(torch.device("cpu"), torch.float32, seconds=0.2)
     assert 1e8 < rate < 1e14
+
+
+@pytest.mark.parametrize("exponent", [1.0, 1.3, 2.0])
+def test_scaling_fit_recovers_the_exponent_and_the_constant(exponent):
+    """benchmarks/run.py fits t(M) = a + b M^p to the step times of its input-size sweep."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "run.py"
+    spec = importlib.util.spec_from_file_location("bench_run", path)
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    inputs = [32**2, 45**2, 64**2, 91**2, 128**2, 181**2, 256**2]
+    times = [0.5 + 2e-6 * m**exponent * (1 + 0.01 * (-1) ** i) for i, m in enumerate(inputs)]
+    fit = run.fit_exponent(inputs, times)
+    assert fit["exponent"] == pytest.approx(exponent, abs=0.02)
+    assert fit["a_s"] == pytest.approx(0.5, rel=0.1)
+    assert fit["rms_relative_error"] < 0.02
