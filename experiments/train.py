@@ -18,6 +18,7 @@ writes records.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import math
@@ -62,6 +63,7 @@ from perceiver_core.config import ConfigError
 
 LOG_INTERVAL_S = 15.0  # seconds between progress lines on stderr
 FINISHED = ("completed", "diverged")  # a run with one of these is never trained again
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 
 
 class RunStopped(Exception):
@@ -166,12 +168,32 @@ def duration(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
 
 
+def keep_freed_memory() -> None:
+    """Make glibc serve large blocks from its heap and keep freed memory for reuse.
+
+    By default glibc maps every block above its mmap threshold (at most 32 MiB) fresh from
+    the OS and unmaps it when freed, so each such tensor is page-faulted in again on every
+    step: at M = 65,536 inputs (137 MB activations) that was a quarter of a CPU training
+    step (benchmarks/, README "Performance"). The cost: freed memory stays resident for
+    reuse. A no-op without glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    largest = 2**31 - 1  # the parameters are C ints
+    mallopt(M_MMAP_THRESHOLD, largest)
+    mallopt(M_TRIM_THRESHOLD, largest)
+
+
 def prepare_training(model: torch.nn.Module, cfg: RunConfig, env: Distributed,
                      total_steps: int):
     """(optimizer, scheduler, net, trainer) for a built model: everything a training step
     needs. `net` is the model, compiled when train.compile (evaluation uses it); `trainer`
     is net, wrapped in DDP when there are several processes. The benchmark
     (experiments/bench.py) builds its steps with this too, so it times what runs train."""
+    if env.device.type == "cpu":
+        keep_freed_memory()
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_schedule(optimizer, cfg.train, total_steps)
     net = torch.compile(model) if cfg.train.compile else model
