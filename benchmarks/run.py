@@ -5,7 +5,8 @@ Every figure is experiments/bench.py's measurement (full training steps through 
 training loop's own step; MFU against the peak matmul rate measured in the same process),
 each in a fresh process so that peak memory is that implementation's alone. Shapes:
 
-  fashion-mnist   the demo's model (experiments/presets/fashion-mnist.yaml), its batch
+  fashion-mnist   the project's default Fashion-MNIST model (experiments/presets/
+                  fashion-mnist.yaml, the base of the ablation sweeps), its batch 64
   mid             benchmarks/mid.yaml: 64x64x3, N=256, D=512, 4 interleaved cross-attends,
                   4 blocks x 4 self-attends; batch 8
   paper-imagenet  the paper's ImageNet model (M = 50,176), batch 1
@@ -38,14 +39,14 @@ RESULTS = HERE / "results"
 
 # name: (config file or None, preset or None, overrides, batch, warmup, steps)
 SHAPES = {
-    "fashion-mnist": (None, "fashion-mnist", [], 128, 3, 10),
+    "fashion-mnist": (None, "fashion-mnist", [], 64, 3, 10),
     "mid": (str(HERE / "mid.yaml"), None, [], 8, 1, 5),
     "paper-imagenet": (None, "paper-imagenet", [], 1, 1, 3),
 }
 IMPLEMENTATIONS = ("ours", "ours-1x", "transformers", "perceiver-pytorch")
 ONE_CROSS_ATTEND = ["model.num_cross_attends=1"]
 SCALING_SIZES = (32, 45, 64, 91, 128, 181, 256)  # M = 1,024 ... 65,536
-SCALING_BATCH, SCALING_WARMUP, SCALING_STEPS = 2, 1, 3
+SCALING_BATCH, SCALING_WARMUP, SCALING_STEPS = 2, 1, 5
 
 
 def shape_config(shape: str, implementation: str, extra: list[str] = ()):
