@@ -178,8 +178,8 @@ def draw_input(ax, inputs: np.ndarray, lay: Layout) -> None:
 
 
 def _name(cross: int, count: int) -> str:
-    which = None if count == 1 else "first" if cross == 0 else "last" if cross == count - 1 \
-        else "second" if cross == 1 else None
+    # later keys win: with two cross-attends the second is the last
+    which = {1: "second", count - 1: "last", 0: "first"}.get(cross) if count > 1 else None
     return f"cross-attend {cross + 1}" + (f" ({which})" if which else "")
 
 

@@ -35,7 +35,7 @@ import torch
 from experiments.config import RunConfig
 from experiments.data import Batch, InputSpec, input_spec
 from experiments.distributed import Distributed
-from experiments.train import autocast, prepare_training, train_step
+from experiments.train import autocast, config_flops, prepare_training, train_step
 from perceiver_core import build_model, grid_positions
 from perceiver_core.config import ConfigError
 
@@ -137,9 +137,7 @@ def synthetic_batch(cfg: RunConfig, spec: InputSpec, batch_size: int,
 
 def forward_flops(cfg: RunConfig) -> int:
     """Forward FLOPs of one example in the paper's convention (count_flops)."""
-    from experiments.commands.flops import count
-
-    return count(cfg)["flops"]
+    return config_flops(cfg)["flops"]
 
 
 def device_name(device: torch.device) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +72,19 @@ def read_yaml(path: str | Path) -> Any:
     return yaml.safe_load(Path(path).read_text())
 
 
+def jsonl_lines(rows: Iterable[Mapping[str, Any]]) -> bytes:
+    return "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode()
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    atomic_write_bytes(path, jsonl_lines(rows))
+
+
 def append_jsonl(path: str | Path, row: Mapping[str, Any]) -> None:
     """Append one line; rewrite atomically so a crash never leaves a torn last line."""
     path = Path(path)
     old = path.read_bytes() if path.exists() else b""
-    atomic_write_bytes(path, old + (json.dumps(row, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, old + jsonl_lines([row]))
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

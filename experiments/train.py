@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import io
-import json
 import math
 import platform
 import socket
@@ -51,18 +50,19 @@ from experiments.records import (
     STATUSES,
     append_jsonl,
     atomic_write_bytes,
-    atomic_write_text,
     read_json,
     read_jsonl,
     read_yaml,
     write_json,
+    write_jsonl,
     write_yaml,
 )
-from perceiver_core import build_model, count_flops
+from perceiver_core import build_model, count_flops, grid_positions
 from perceiver_core.config import ConfigError
 
 LOG_INTERVAL_S = 15.0  # seconds between progress lines on stderr
 FINISHED = ("completed", "diverged")  # a run with one of these is never trained again
+FINAL_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")  # result.json "final"
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 
 
@@ -125,6 +125,21 @@ def finished_result(cfg: RunConfig, run_dir: Path) -> dict | None:
         if result.get("status") in FINISHED:
             return result
     return None
+
+
+def config_flops(cfg: RunConfig) -> dict:
+    """count_flops (params, MACs, paper FLOPs, breakdown) of one example of cfg's data.
+
+    A Perceiver is built on the meta device (shapes only: the paper's ImageNet model is
+    counted in about a second); the CNN/ViT baselines run one example on the CPU, as
+    torch.jit tracing of convolutions fails on meta tensors.
+    """
+    spec = input_spec(cfg.data)
+    with torch.device("meta" if cfg.model.arch == "perceiver" else "cpu"):
+        model = build_model(cfg.model, cfg.encoding, spec.channels, spec.index_shape)
+        positions = grid_positions(spec.index_shape)
+        inputs = torch.zeros(1, positions.shape[0], spec.channels)
+    return count_flops(model, inputs, positions)
 
 
 def autocast(cfg: RunConfig, device: torch.device):
@@ -205,18 +220,19 @@ def prepare_training(model: torch.nn.Module, cfg: RunConfig, env: Distributed,
 
 
 def train_step(trainer, optimizer, scheduler, batch, cfg: RunConfig,
-               env: Distributed) -> torch.Tensor:
-    """One optimizer step; returns [loss * n, correct, n] summed over ranks. A non-finite
-    loss skips the update (the run is about to stop as diverged)."""
+               env: Distributed) -> list[float]:
+    """One optimizer step; returns [loss * n, correct, n] summed over ranks (one copy to the
+    host per step). A non-finite loss skips the update (the run is about to stop as
+    diverged)."""
     inputs, positions, labels = to_device(batch, env.device)
     with autocast(cfg, env.device):
         logits = trainer(inputs, positions).float()
     loss = F.cross_entropy(logits, labels, label_smoothing=cfg.train.label_smoothing)
-    stats = torch.stack([loss.detach() * len(labels),
-                         (logits.detach().argmax(-1) == labels).sum(),
-                         torch.tensor(len(labels), device=env.device)]).double()
-    env.all_reduce(stats)
-    if not math.isfinite(stats[0].item()):
+    stats = env.all_reduce(torch.stack([loss.detach() * len(labels),
+                                        (logits.detach().argmax(-1) == labels).sum(),
+                                        torch.tensor(len(labels), device=env.device)]).double())
+    stats = stats.tolist()
+    if not math.isfinite(stats[0]):
         return stats
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -258,28 +274,16 @@ class Run:
         torch.manual_seed(tc.seed)
         self.model = build_model(cfg.model, cfg.encoding, spec.channels,
                                  spec.index_shape).to(env.device)
-        self.counts = self.count_flops()
+        self.counts = config_flops(cfg)
+        if self.counts["unsupported_ops"]:
+            print("warning: FLOPs miss ops fvcore cannot count: "
+                  f"{self.counts['unsupported_ops']}", file=sys.stderr)
         self.optimizer, self.scheduler, self.net, self.trainer = prepare_training(
             self.model, cfg, env, self.total_steps)
         self.progress = Progress(started_at=now_iso())
         self.final: dict = {}
         self.session_start = time.time()
         self.wall_base = 0.0
-
-    def count_flops(self) -> dict:
-        """Params and forward FLOPs of one example (a real one: the CNN cannot be traced
-        on meta tensors)."""
-        inputs, positions, _ = next(self.splits.val.batches(
-            1, seed=0, epoch=0, train=False)) if len(self.splits.val) else next(
-            self.splits.test.batches(1, seed=0, epoch=0, train=False))
-        self.model.eval()
-        counts = count_flops(self.model, inputs.to(self.env.device),
-                             positions.to(self.env.device))
-        self.model.train()
-        if counts["unsupported_ops"]:
-            print(f"warning: FLOPs miss ops fvcore cannot count: {counts['unsupported_ops']}",
-                  file=sys.stderr)
-        return counts
 
     # -- records ----------------------------------------------------------------------
 
@@ -332,12 +336,10 @@ class Run:
             self.wall_base = self.progress.wall_time_s
         rows = [r for r in read_jsonl(self.run_dir / METRICS) if r["step"] <= self.progress.step]
         if rows:
-            self.final = {k: rows[-1][k] for k in ("train_loss", "train_acc", "val_loss",
-                                                   "val_acc")}
+            self.final = {k: rows[-1][k] for k in FINAL_KEYS}
         if self.env.is_main:
             write_yaml(self.run_dir / CONFIG, self.cfg.to_dict())
-            atomic_write_text(self.run_dir / METRICS,
-                              "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+            write_jsonl(self.run_dir / METRICS, rows)
             self.write_result("running")
         if self.progress.step:
             log(f"resumed {self.run_dir} at step {self.progress.step}/{self.total_steps}",
@@ -361,7 +363,7 @@ class Run:
         p.interval = [0.0, 0.0, 0.0, 0.0]
         if val_acc is not None and (p.best_val_acc is None or val_acc > p.best_val_acc):
             p.best_val_acc, p.best_step = val_acc, p.step
-        self.final = {k: row[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")}
+        self.final = {k: row[k] for k in FINAL_KEYS}
         if self.env.is_main:
             append_jsonl(self.run_dir / METRICS, row)
         val = "-" if val_acc is None else f"{val_loss:.4f} / {100 * val_acc:.2f}%"
@@ -398,15 +400,14 @@ class Run:
                 lr = self.optimizer.param_groups[0]["lr"]
                 stats = train_step(self.trainer, self.optimizer, self.scheduler, batch,
                                    self.cfg, self.env)
-                if not math.isfinite(stats[0].item()):
+                if not math.isfinite(stats[0]):
                     log(f"non-finite training loss at step {p.step + 1}: diverged", self.env)
                     return "diverged"
                 elapsed, tick = time.perf_counter() - tick, time.perf_counter()
                 p.step += 1
-                p.samples += int(stats[2].item())
+                p.samples += int(stats[2])
                 p.train_time_s += elapsed
-                step_stats = [*stats.tolist(), elapsed]
-                p.interval = [a + b for a, b in zip(p.interval, step_stats, strict=True)]
+                p.interval = [a + b for a, b in zip(p.interval, [*stats, elapsed], strict=True)]
                 done = p.step == self.total_steps
                 row = None
                 if done or p.step % self.eval_every == 0:

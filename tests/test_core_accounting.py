@@ -8,8 +8,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.cli import main
-from experiments.commands.flops import count
 from experiments.config import load_config
+from experiments.train import config_flops
 from perceiver_core import EncodingConfig, ModelConfig, build_model, count_flops, grid_positions
 
 
@@ -17,7 +17,7 @@ def paper(**overrides):
     """The paper-imagenet preset with model.* overrides, counted by the `flops` command."""
     cfg = load_config(overrides={f"model.{k}": v for k, v in overrides.items()},
                       preset="paper-imagenet")
-    return count(cfg)
+    return config_flops(cfg)
 
 
 # (overrides, FLOPs, params) from PAPER.md Tables 5, 6, 7.

@@ -144,14 +144,15 @@ def test_shipped_sweeps_cover_the_paper_ablations_on_both_scales():
 
 
 def test_dry_run_prints_params_flops_and_compute_and_writes_nothing(tmp_path, capsys):
-    from experiments.commands.flops import count, short
+    from experiments.commands.flops import short
+    from experiments.train import config_flops
 
     path = write_sweep(tmp_path / "s.yaml", grid={"model.num_latents": [8, 32]})
     out = tmp_path / "out"
     code, text, _ = cli(capsys, "sweep", path, "--out", out, "--dry-run", "train.max_steps=7")
     assert code == 0 and not out.exists()
     for point in load_sweep(path, ["train.max_steps=7"]).points:
-        counts = count(point.config)
+        counts = config_flops(point.config)
         row = next(line.split() for line in text.splitlines() if point.run_id in line)
         flops = counts["flops"]
         assert row[2:] == [str(point.params["model.num_latents"]), short(counts["params"]),

@@ -1,9 +1,5 @@
-"""`perceiver-ablate flops`: params and forward FLOPs of one example for a config.
-
-A Perceiver is built on the meta device (shapes only, no memory, no compute), so the
-paper's ImageNet model (M = 50,176) is counted in about a second. The CNN/ViT baselines run
-one real example on the CPU: torch.jit tracing of convolutions fails on meta tensors.
-"""
+"""`perceiver-ablate flops`: params and forward FLOPs of one example for a config
+(experiments.train.config_flops: the count every run records)."""
 
 from __future__ import annotations
 
@@ -15,21 +11,6 @@ from experiments.commands import Command, add_config_arguments, config_from_args
 def add_arguments(parser):
     add_config_arguments(parser, preset=True)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def count(cfg) -> dict:
-    """count_flops for one example of cfg's data."""
-    import torch
-
-    from experiments.data import input_spec
-    from perceiver_core import build_model, count_flops, grid_positions
-
-    spec = input_spec(cfg.data)
-    with torch.device("meta" if cfg.model.arch == "perceiver" else "cpu"):
-        model = build_model(cfg.model, cfg.encoding, spec.channels, spec.index_shape)
-        positions = grid_positions(spec.index_shape)
-        inputs = torch.zeros(1, positions.shape[0], spec.channels)
-    return count_flops(model, inputs, positions)
 
 
 def short(n: int) -> str:
@@ -52,7 +33,9 @@ def table(counts: dict) -> str:
 
 def run(args) -> int:
     cfg, _ = config_from_args(args)
-    counts = count(cfg)
+    from experiments.train import config_flops
+
+    counts = config_flops(cfg)
     print(json.dumps(counts) if args.json else table(counts))
     return 0
 

@@ -69,15 +69,16 @@ def samples_seen(cfg) -> int:
 
 
 def dry_run(sweep) -> None:
-    from experiments.commands.flops import count, short
+    from experiments.commands.flops import short
     from experiments.commands.status import table
+    from experiments.train import config_flops
 
     counts = {}
     rows, total = [], 0
     for point in sweep.points:
         cfg = point.config
         key = (cfg.model, cfg.encoding, cfg.data.name, cfg.data.image_size)
-        counts[key] = counts.get(key) or count(cfg)
+        counts[key] = counts.get(key) or config_flops(cfg)
         samples = samples_seen(cfg)
         compute = 3 * counts[key]["flops"] * samples
         total += compute
