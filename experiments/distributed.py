@@ -64,3 +64,12 @@ def init_distributed() -> Distributed:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 rank=rank, world_size=world_size)
     return Distributed(rank, world_size, device)
+
+
+def leave_distributed() -> None:
+    """Leave the process group together: a rank that tears gloo down while a peer is
+    still in a collective or writing records can abort the peer ("terminate called
+    without an active exception"). Call it on success only; a failed rank just exits."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -42,6 +42,7 @@ class SweepJob:
         import submitit
         import torch
 
+        from experiments.distributed import leave_distributed
         from experiments.train import train_run
 
         if self.threads:
@@ -62,6 +63,7 @@ class SweepJob:
                 failed.append(run_dir)
         if failed:
             raise RuntimeError(f"{len(failed)} of {len(self.runs)} runs failed: {failed}")
+        leave_distributed()
         return statuses
 
     def checkpoint(self, *args: Any, **kwargs: Any):

@@ -24,7 +24,7 @@ def add_arguments(parser):
 
 def run(args) -> int:
     cfg, _ = config_from_args(args)
-    from experiments.distributed import init_distributed
+    from experiments.distributed import init_distributed, leave_distributed
     from experiments.train import train_run
 
     run_dir = args.out or DEFAULT_ROOT / cfg.run_id
@@ -35,6 +35,7 @@ def run(args) -> int:
         summary = f"test acc {100 * test:.2f}%" if test is not None else "no test metrics"
         print(f"{result['status']} at step {result['step']}: {summary}", file=sys.stderr)
         print(run_dir)
+    leave_distributed()
     return 0
 
 
