@@ -9,36 +9,40 @@ when they are asked for.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from perceiver_core.config import ConfigError
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, return_attention: bool = False):
-    """softmax(q k^T / sqrt(d)) v over (..., heads, len, d) tensors -> (out, maps or None).
+def attend(q: Tensor, k: Tensor, v: Tensor, return_attention: bool = False,
+           scale: float | None = None):
+    """softmax(q k^T * scale) v over (..., heads, len, d) tensors -> (out, maps or None);
+    scale defaults to 1/sqrt(d).
 
     q may lack the leading batch dims of k and v (the learned latents, shared by the
     batch). maps = {"logits": pre-softmax scores, "weights": softmax rows}, each
     (..., heads, Nq, Nk).
     """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
     if not return_attention:
-        return sdpa(q.expand(*k.shape[:-2], *q.shape[-2:]), k, v), None
-    logits = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+        return sdpa(q.expand(*k.shape[:-2], *q.shape[-2:]), k, v, scale), None
+    logits = (q @ k.transpose(-2, -1)) * scale
     weights = logits.float().softmax(dim=-1)  # fp32 under autocast too: maps are for analysis
     return weights.to(v.dtype) @ v, {"logits": logits, "weights": weights}
 
 
-def sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+def sdpa(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     """F.scaled_dot_product_attention. On CUDA, head widths are zero-padded to a multiple of
-    8 (scale kept at 1/sqrt(true width)), which the flash and memory-efficient kernels need:
-    the paper's 261-channel cross-attend would otherwise take the math kernel, which
-    materialises the (N, M) attention matrix."""
+    8, which the flash and memory-efficient kernels need: the paper's 261-channel
+    cross-attend would otherwise take the math kernel, which materialises the (N, M)
+    attention matrix."""
     width, v_width = q.shape[-1], v.shape[-1]
     if q.device.type != "cuda" or (width % 8 == 0 and v_width % 8 == 0):
-        return F.scaled_dot_product_attention(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
     q, k = (F.pad(t, (0, -width % 8)) for t in (q, k))
-    out = F.scaled_dot_product_attention(q, k, F.pad(v, (0, -v_width % 8)), scale=width**-0.5)
+    out = F.scaled_dot_product_attention(q, k, F.pad(v, (0, -v_width % 8)), scale=scale)
     return out[..., :v_width]
 
 
@@ -72,6 +76,14 @@ class CrossAttend(nn.Module):
     v_channels, output projected back to D; then the MLP. The latents may come in unbatched
     (N, D) (the learned initial array): their norm and query projection then run once for
     the whole batch, never on B copies of the array.
+
+    With one head and k/v at least as wide as the inputs (the paper's choice: qk = v = C),
+    the M keys and values are never projected. With x' = [LN(x), 1] and W'_k = [W_k | b_k],
+    q k_j^T = (q W'_k) x'_j^T and sum_j a_j (W'_v x'_j) = W'_v sum_j a_j x'_j, so attention
+    runs over x' itself with the query folded through W'_k and W'_v applied to its N
+    outputs: the same function, parameters and gradients (up to rounding), without the
+    (B, M, qk + v) projection, its backward and its activations. A trace (the FLOP count)
+    takes the projected form, which is what the paper counts.
     """
 
     def __init__(self, latent_channels: int, input_channels: int, qk_channels: int,
@@ -84,12 +96,20 @@ class CrossAttend(nn.Module):
         self.kv = nn.Linear(input_channels, qk_channels + v_channels)
         self.out = nn.Linear(v_channels, latent_channels)
         self.mlp = MLP(latent_channels, widening_factor)
+        self.foldable = heads == 1 and min(qk_channels, v_channels) >= input_channels
+
+    def folds(self) -> bool:
+        return self.foldable and not torch.jit.is_tracing()
 
     def keys_values(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         """(k, v), each (B, heads, M, d), from LN(inputs): the part of the cross-attend that
-        scales with M besides the attention itself."""
-        k, v = self.kv(self.input_norm(inputs)).split(
-            [self.qk_channels, self.kv.out_features - self.qk_channels], dim=-1)
+        scales with M besides the attention itself. Folded: k = v = [LN(inputs), 1]."""
+        x = self.input_norm(inputs)
+        if self.folds():
+            x = torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1).unsqueeze(-3)
+            return x, x
+        k, v = self.kv(x).split([self.qk_channels, self.kv.out_features - self.qk_channels],
+                                dim=-1)
         return split_heads(k, self.heads), split_heads(v, self.heads)
 
     def forward(self, latents: Tensor, keys_values: tuple[Tensor, Tensor],
@@ -98,7 +118,13 @@ class CrossAttend(nn.Module):
         sharing these weights compute it once."""
         q = split_heads(self.q(self.latent_norm(latents)), self.heads)
         k, v = keys_values
-        out, maps = attend(q, k, v, return_attention)  # unbatched q broadcasts over the batch
+        if self.folds():  # one head: (..., 1, N, qk) -> (..., 1, N, C + 1) and back
+            w = torch.cat([self.kv.weight, self.kv.bias[:, None]], dim=1)
+            w_k, w_v = w[:self.qk_channels], w[self.qk_channels:]
+            out, maps = attend(q @ w_k, k, v, return_attention, self.qk_channels ** -0.5)
+            out = out @ w_v.T
+        else:
+            out, maps = attend(q, k, v, return_attention)  # unbatched q broadcasts
         latents = latents + self.out(merge_heads(out))
         return self.mlp(latents), maps
 

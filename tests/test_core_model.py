@@ -163,6 +163,28 @@ def test_shared_cross_attends_compute_keys_and_values_once(monkeypatch):
         torch.testing.assert_close(grad, expected_grad)
 
 
+def test_folded_cross_attends_compute_the_projected_function():
+    """One head, qk = v = C: attention over [LN(x), 1] with W_k folded into the query and
+    W_v applied after is the paper's cross-attend: same logits, maps and gradients."""
+    model = small().double()
+    inputs, pos = (t.double() for t in batch())
+    assert all(cross.foldable for cross in model.cross_attends)
+
+    def run():
+        logits, maps = model(inputs, pos, return_attention=True)
+        grads = torch.autograd.grad(model(inputs, pos).square().sum(), list(model.parameters()))
+        return logits, [m["logits"] for m in maps], [m["weights"] for m in maps], grads
+
+    folded = run()
+    for cross in model.cross_attends:
+        cross.foldable = False
+    projected = run()
+    for got, expected in zip(folded, projected, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    assert not small(cross_heads=3).cross_attends[0].foldable  # per-head widths differ
+    assert not small(cross_qk_channels=8).cross_attends[0].foldable  # qk < C: project
+
+
 def test_every_parameter_gets_a_gradient():
     model = small()
     inputs, pos = batch()
