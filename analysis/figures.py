@@ -24,6 +24,7 @@ from analysis.results import SEED, ablation, config_columns, finished, percent, 
 from analysis.style import label
 from experiments.config import DataConfig
 from experiments.data import input_spec
+from perceiver_core.accounting import human
 
 HYPERPARAMETER_AXES = ("model.num_latents", "model.latent_channels",
                        "model.self_attends_per_block", "model.num_cross_attends")  # Fig. 5
@@ -203,7 +204,7 @@ def pareto_figure(frame: pd.DataFrame) -> Plot | None:
             ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_major_formatter(
-            FuncFormatter(lambda value, _: style.human(value).replace(".0", "")))
+            FuncFormatter(lambda value, _: human(value).replace(".0", "")))
         ax.set_xlabel({"flops": "FLOPs per example", "params": "parameters"}[cost])
     panels[0].set_ylabel(acc_label)
     _legend(fig, panels)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -98,16 +97,6 @@ def context() -> Iterator[None]:
 def label(column: str) -> str:
     """How a config column is named on a figure or in a table."""
     return LABELS.get(column, column.split(".", 1)[-1].replace("_", " "))
-
-
-def human(count: float) -> str:
-    """404.3e9 -> '404.3B', 44.9e6 -> '44.9M', 640 -> '640' (the paper's units)."""
-    if count is None or math.isnan(count):
-        return "-"
-    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(count) >= scale:
-            return f"{count / scale:.1f}{suffix}"
-    return f"{count:.0f}"
 
 
 def styled(build: Callable[..., T]) -> Callable[..., T]:

@@ -15,7 +15,8 @@ from typing import NamedTuple
 import pandas as pd
 
 from analysis.results import ablation, finished, percent
-from analysis.style import ARCH_NAMES, human, label
+from analysis.style import ARCH_NAMES, label
+from perceiver_core.accounting import human
 
 
 class Table(NamedTuple):

@@ -40,6 +40,17 @@ def zero_macs(inputs: list, outputs: list) -> int:
     return 0
 
 
+def human(count: float | None) -> str:
+    """404.3e9 -> '404.3B', 44.9e6 -> '44.9M', 640 -> '640', None/NaN -> '-': the paper's
+    way of writing parameter and FLOP counts."""
+    if count is None or math.isnan(count):
+        return "-"
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(count) >= scale:
+            return f"{count / scale:.1f}{suffix}"
+    return f"{count:.0f}"
+
+
 def count_params(model: nn.Module) -> int:
     """Each parameter once, however many times it is shared."""
     return sum(p.numel() for p in model.parameters())

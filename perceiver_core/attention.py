@@ -106,7 +106,7 @@ class CrossAttend(nn.Module):
         scales with M besides the attention itself. Folded: k = v = [LN(inputs), 1]."""
         x = self.input_norm(inputs)
         if self.folds():
-            x = torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1).unsqueeze(-3)
+            x = F.pad(x, (0, 1), value=1.0).unsqueeze(-3)
             return x, x
         k, v = self.kv(x).split([self.qk_channels, self.kv.out_features - self.qk_channels],
                                 dim=-1)

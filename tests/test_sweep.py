@@ -144,8 +144,8 @@ def test_shipped_sweeps_cover_the_paper_ablations_on_both_scales():
 
 
 def test_dry_run_prints_params_flops_and_compute_and_writes_nothing(tmp_path, capsys):
-    from experiments.commands.flops import short
     from experiments.train import config_flops
+    from perceiver_core.accounting import human
 
     path = write_sweep(tmp_path / "s.yaml", grid={"model.num_latents": [8, 32]})
     out = tmp_path / "out"
@@ -155,8 +155,8 @@ def test_dry_run_prints_params_flops_and_compute_and_writes_nothing(tmp_path, ca
         counts = config_flops(point.config)
         row = next(line.split() for line in text.splitlines() if point.run_id in line)
         flops = counts["flops"]
-        assert row[2:] == [str(point.params["model.num_latents"]), short(counts["params"]),
-                           short(flops), "448", f"{3 * flops * 7 * 64:.2e}"]
+        assert row[2:] == [str(point.params["model.num_latents"]), human(counts["params"]),
+                           human(flops), "448", f"{3 * flops * 7 * 64:.2e}"]
     assert "2 runs" in text and "nothing submitted" in text
 
 

@@ -13,20 +13,14 @@ def add_arguments(parser):
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def short(n: int) -> str:
-    """44912254 -> '44.9M', the paper's way of writing counts."""
-    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
-
-
 def table(counts: dict) -> str:
+    from perceiver_core.accounting import human
+
     rows = [("params", counts["params"]), ("MACs (fvcore)", counts["macs"]),
             ("FLOPs (paper, 2 x MACs)", counts["flops"])]
     rows += [(f"  {part}", flops) for part, flops in counts["breakdown"].items()]
     width = max(len(f"{n:,}") for _, n in rows)
-    lines = [f"{name:<26}{n:>{width},}  {short(n):>7}" for name, n in rows]
+    lines = [f"{name:<26}{n:>{width},}  {human(n):>7}" for name, n in rows]
     lines.append(f"unsupported ops: {counts['unsupported_ops'] or 'none'}")
     return "\n".join(lines)
 

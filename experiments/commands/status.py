@@ -47,9 +47,9 @@ def age(seconds: float | None) -> str:
 
 def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[str, int]:
     """(the status table and the logs of failed runs, number of failed runs)."""
-    from experiments.commands.flops import short
     from experiments.config import ConfigError
     from experiments.tracking import run_states
+    from perceiver_core.accounting import human
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -71,7 +71,7 @@ def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[st
         active = s.state in ("running", "requeued")
         rows.append([s.run_id, s.state, *(str(flat.get(k, "-")) for k in axes),
                      str(s.result.get("step", "-")), percent(final.get("val_acc")),
-                     percent(final.get("test_acc")), short(flops) if flops else "-",
+                     percent(final.get("test_acc")), human(flops) if flops else "-",
                      age(s.heartbeat_age_s()) if active else "-", s.job_id or "-"])
     counts = {}
     for s in states:

@@ -69,9 +69,9 @@ def samples_seen(cfg) -> int:
 
 
 def dry_run(sweep) -> None:
-    from experiments.commands.flops import short
     from experiments.commands.status import table
     from experiments.train import config_flops
+    from perceiver_core.accounting import human
 
     counts = {}
     rows, total = [], 0
@@ -83,8 +83,8 @@ def dry_run(sweep) -> None:
         compute = 3 * counts[key]["flops"] * samples
         total += compute
         rows.append([str(point.index + 1), point.run_id, *map(str, point.params.values()),
-                     short(counts[key]["params"]), short(counts[key]["flops"]),
-                     short(samples), f"{compute:.2e}"])
+                     human(counts[key]["params"]), human(counts[key]["flops"]),
+                     human(samples), f"{compute:.2e}"])
     if sweep.spec.get("description"):
         print(sweep.spec["description"])
     print(table(["#", "run", *sweep.axes, "params", "FLOPs", "samples", "compute"], rows))
