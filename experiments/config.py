@@ -50,6 +50,7 @@ class DataConfig:
     image_size: int | None = None  # null = native resolution
     augment: str = "none"  # crop = random-resized crop (returns its box, paper Fig. 4)
     crop_scale_min: float = 0.35
+    hflip: bool = False  # mirror training images left-right with probability 1/2
     num_workers: int = 0
 
     def __post_init__(self) -> None:

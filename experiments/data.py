@@ -116,16 +116,26 @@ def box_positions(boxes: Tensor, index_shape: Sequence[int]) -> Tensor:
     return grid.reshape(len(boxes), height * width, 2)
 
 
+def mirror(boxes: Tensor) -> Tensor:
+    """Boxes (y0, x0, y1, x1) in a left-right mirrored image's frame -> the same regions of
+    the unmirrored image, traversed right to left: (y0, -x0, y1, -x1)."""
+    return boxes * boxes.new_tensor([1.0, -1.0, 1.0, -1.0])
+
+
 def random_resized_crop(images: Tensor, scale_min: float,
                         uniforms: Tensor | None = None,
-                        rng: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                        rng: torch.Generator | None = None,
+                        flips: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Batched random-resized crop: (B, C, H, W) float -> same-size crops and their (B, 4)
     boxes. Each output pixel is sampled (bilinearly) exactly at its box_positions, with -1
-    and 1 at the centres of the image's edge pixels (align_corners=True)."""
+    and 1 at the centres of the image's edge pixels (align_corners=True). Images where the
+    (B,) bool `flips` is set are mirrored left-right first; their boxes are in the mirrored
+    image's frame (so image-relative positions are those of the mirrored image)."""
     if uniforms is None:
         uniforms = torch.rand(len(images), 4, generator=rng)
     boxes = crop_boxes(uniforms, scale_min)
-    positions = box_positions(boxes, images.shape[-2:])
+    sampled = boxes if flips is None else torch.where(flips[:, None], mirror(boxes), boxes)
+    positions = box_positions(sampled, images.shape[-2:])
     grid = positions.flip(-1).reshape(len(images), *images.shape[-2:], 2)  # (x, y) order
     crops = F.grid_sample(images, grid, mode="bilinear", padding_mode="border",
                           align_corners=True)
@@ -196,6 +206,7 @@ class Draws(NamedTuple):
     """The random numbers of one rank's examples in one step (training only)."""
     crops: Tensor  # (b, 4) uniforms for crop_boxes
     seeds: Tensor  # (b,) int64 seeds for RandAugment
+    flips: Tensor  # (b,) bool: mirror left-right (used when data.hflip)
 
 
 class Split:
@@ -232,7 +243,7 @@ class Split:
             raise ValueError(f"start_batch={start_batch} is outside 0..{steps}")
         order = (torch.randperm(len(self), generator=generator(ORDER, seed, epoch)) if train
                  else torch.arange(len(self)))
-        augment = train and self.data.augment != "none"
+        augment = train and (self.data.augment != "none" or self.data.hflip)
         global_batch = batch_size * world_size
         for step in range(start_batch, steps):
             chunk = order[step * global_batch:(step + 1) * global_batch]
@@ -243,7 +254,8 @@ class Split:
                 rng = generator(AUGMENT, seed, epoch, step)
                 crops = torch.rand(len(chunk), 4, generator=rng)
                 seeds = torch.randint(2**62, (len(chunk),), generator=rng)
-                draws = Draws(crops[share], seeds[share])
+                flips = (torch.rand(len(chunk), generator=rng) < 0.5) & self.data.hflip
+                draws = Draws(crops[share], seeds[share], flips[share])
             yield chunk[share], draws
 
     def batches(self, batch_size: int, *, seed: int, epoch: int, train: bool,
@@ -268,8 +280,9 @@ class TensorSplit(Split):
             if draws is None:
                 yield self.assemble(pixels, labels)
                 continue
-            crops, boxes = random_resized_crop(pixels.permute(0, 3, 1, 2).float(),
-                                               self.data.crop_scale_min, draws.crops)
+            scale_min = 1.0 if self.data.augment == "none" else self.data.crop_scale_min
+            crops, boxes = random_resized_crop(pixels.permute(0, 3, 1, 2).float(), scale_min,
+                                               draws.crops, flips=draws.flips)
             if self.randaugment is not None:  # on uint8 (C, H, W), as torchvision expects
                 pixels = crops.round().clamp(0, 255).byte()
                 crops = torch.stack([seeded(self.randaugment, image, int(seed)) for image, seed
@@ -278,8 +291,9 @@ class TensorSplit(Split):
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """Decodes one image per item (index, crop uniforms or None, seed) with Pillow: an
-    Inception-style random-resized crop when uniforms are given, else resize + centre crop.
+    """Decodes one image per item (index, crop uniforms or None, seed, flip) with Pillow: an
+    Inception-style random-resized crop when uniforms are given, else resize + centre crop;
+    then mirrored left-right if flip (a crop box is drawn in the mirrored image's frame).
     Returns (pixels (S, S, 3) uint8, box in the image's [-1, 1] frame or None, label). Pillow
     resamples the box's extent, so box_positions match the pixels to within half an output
     pixel (exactly, for the in-memory crops); eval crops get the plain grid."""
@@ -293,7 +307,7 @@ class ImageFiles(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, item):
-        index, uniforms, seed = item
+        index, uniforms, seed, flip = item
         path = self.files[index]
         try:
             with Image.open(path) as image:
@@ -309,8 +323,12 @@ class ImageFiles(torch.utils.data.Dataset):
         else:
             box = crop_boxes(torch.tensor([uniforms]), self.scale_min, height / width)[0]
             y0, x0, y1, x1 = ((box + 1) / 2).tolist()
+            if flip:  # the same region of the unmirrored image
+                x0, x1 = 1 - x1, 1 - x0
             region = (x0 * width, y0 * height, x1 * width, y1 * height)
         image = image.resize((self.size, self.size), Image.Resampling.BILINEAR, box=region)
+        if flip:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if uniforms is not None and self.randaugment is not None:
             image = seeded(self.randaugment, image, seed)
         return torch.from_numpy(np.array(image)), box, int(self.labels[index])
@@ -326,8 +344,10 @@ class FolderSplit(Split):
 
     def batches(self, batch_size: int, *, seed: int, epoch: int, train: bool,
                 start_batch: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
-        plan = [[(i, None if d is None else tuple(d.crops[k].tolist()),
-                  None if d is None else int(d.seeds[k])) for k, i in enumerate(idx.tolist())]
+        crop = self.data.augment != "none"
+        plan = [[(i, tuple(d.crops[k].tolist()) if d is not None and crop else None,
+                  None if d is None else int(d.seeds[k]), d is not None and bool(d.flips[k]))
+                 for k, i in enumerate(idx.tolist())]
                 for idx, d in self.plan(batch_size, seed=seed, epoch=epoch, train=train,
                                         start_batch=start_batch, rank=rank,
                                         world_size=world_size)]

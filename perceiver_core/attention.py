@@ -3,8 +3,9 @@
 Both are `x + Attention(LN(x), ...)` followed by `x + MLP(LN(x))` (paper sec. 2, appendix).
 Attention never keeps an (N, M) matrix for backward: it runs through
 `F.scaled_dot_product_attention` (fused flash / memory-efficient kernels, which recompute
-the weights in backward). The explicit path that materialises the attention maps runs only
-when they are asked for.
+the weights in backward), or, for a folded cross-attend on CPU, through InputAttention,
+which does the same in chunks of BLAS calls. The explicit path that materialises the
+attention maps runs only when they are asked for.
 """
 
 from __future__ import annotations
@@ -46,6 +47,59 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     return out[..., :v_width]
 
 
+# Elements of one chunk of (query rows x inputs) weights in InputAttention: 16 MiB in fp32.
+CHUNK_ELEMENTS = 1 << 22
+
+
+class InputAttention(torch.autograd.Function):
+    """softmax(q x^T) x for inputs x (..., M, d) that need no gradient, as in a folded
+    cross-attend (x = [normalised inputs, 1]); q (..., N, d) carries the scale. On CPU this
+    beats SDPA's flash kernel, which keeps no weights either but runs its own small-tile
+    loops and computes gradients for x: here each chunk of query rows is three GEMMs-worth
+    of BLAS calls (forward: logits, weights @ x; backward recomputes the weights from the
+    saved row log-sum-exps, then dP = dout x^T and dq = dS x), with its weights never
+    larger than CHUNK_ELEMENTS. Measured fwd + bwd at one thread: 1.2x SDPA at the mid
+    benchmark shape, 1.4x at paper-imagenet's M = 50,176, 1.7x at Fashion-MNIST's."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, x: Tensor) -> Tensor:
+        rows = max(1, CHUNK_ELEMENTS // max(1, q[..., 0, 0].numel() * x.shape[-2]))
+        out = q.new_empty(*q.shape[:-1], x.shape[-1])
+        lse = q.new_empty(*q.shape[:-1], 1)
+        for r in range(0, q.shape[-2], rows):
+            part = slice(r, r + rows)
+            weights = q[..., part, :] @ x.transpose(-2, -1)
+            peak = weights.amax(dim=-1, keepdim=True)
+            total = weights.sub_(peak).exp_().sum(dim=-1, keepdim=True)
+            torch.div(weights @ x, total, out=out[..., part, :])
+            lse[..., part, :] = peak + total.log()
+        ctx.save_for_backward(q, x, out, lse)
+        ctx.rows = rows
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        q, x, out, lse = ctx.saved_tensors
+        delta = (grad_out * out).sum(dim=-1, keepdim=True)  # rowsum(dP * P)
+        grad_q = torch.empty_like(q)
+        for r in range(0, q.shape[-2], ctx.rows):
+            part = slice(r, r + ctx.rows)
+            weights = (q[..., part, :] @ x.transpose(-2, -1)).sub_(lse[..., part, :]).exp_()
+            grad_logits = (grad_out[..., part, :] @ x.transpose(-2, -1))
+            grad_logits.sub_(delta[..., part, :]).mul_(weights)
+            torch.matmul(grad_logits, x, out=grad_q[..., part, :])
+        return grad_q, None
+
+
+def attend_inputs(q: Tensor, x: Tensor, scale: float) -> Tensor:
+    """softmax(q x^T * scale) x for inputs x (B, heads, M, d) that need no gradient; q may
+    lack x's batch dims."""
+    q = q.expand(*x.shape[:-2], *q.shape[-2:])
+    if x.device.type == "cpu" and q.dtype in (torch.float32, torch.float64):
+        return InputAttention.apply(q * scale, x)
+    return sdpa(q, x, x, scale)
+
+
 def split_heads(x: Tensor, heads: int) -> Tensor:
     """(..., L, heads * d) -> (..., heads, L, d), a view."""
     return x.unflatten(-1, (heads, -1)).transpose(-3, -2)
@@ -78,12 +132,14 @@ class CrossAttend(nn.Module):
     the whole batch, never on B copies of the array.
 
     With one head and k/v at least as wide as the inputs (the paper's choice: qk = v = C),
-    the M keys and values are never projected. With x' = [LN(x), 1] and W'_k = [W_k | b_k],
+    the M keys and values are never projected. LN(x) = n(x) * g + b with n the plain
+    normalisation; with x' = [n(x), 1] and W'_k = [W_k diag(g) | W_k b + b_k],
     q k_j^T = (q W'_k) x'_j^T and sum_j a_j (W'_v x'_j) = W'_v sum_j a_j x'_j, so attention
     runs over x' itself with the query folded through W'_k and W'_v applied to its N
     outputs: the same function, parameters and gradients (up to rounding), without the
-    (B, M, qk + v) projection, its backward and its activations. A trace (the FLOP count)
-    takes the projected form, which is what the paper counts.
+    (B, M, qk + v) projection, its backward and its activations, and x' needs no gradient
+    (InputAttention). A trace (the FLOP count) takes the projected form, which is what the
+    paper counts.
     """
 
     def __init__(self, latent_channels: int, input_channels: int, qk_channels: int,
@@ -103,11 +159,13 @@ class CrossAttend(nn.Module):
 
     def keys_values(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         """(k, v), each (B, heads, M, d), from LN(inputs): the part of the cross-attend that
-        scales with M besides the attention itself. Folded: k = v = [LN(inputs), 1]."""
-        x = self.input_norm(inputs)
+        scales with M besides the attention itself. Folded: k = v = [n(inputs), 1]."""
         if self.folds():
+            norm = self.input_norm
+            x = F.layer_norm(inputs, norm.normalized_shape, eps=norm.eps)
             x = F.pad(x, (0, 1), value=1.0).unsqueeze(-3)
             return x, x
+        x = self.input_norm(inputs)
         k, v = self.kv(x).split([self.qk_channels, self.kv.out_features - self.qk_channels],
                                 dim=-1)
         return split_heads(k, self.heads), split_heads(v, self.heads)
@@ -119,9 +177,15 @@ class CrossAttend(nn.Module):
         q = split_heads(self.q(self.latent_norm(latents)), self.heads)
         k, v = keys_values
         if self.folds():  # one head: (..., 1, N, qk) -> (..., 1, N, C + 1) and back
-            w = torch.cat([self.kv.weight, self.kv.bias[:, None]], dim=1)
+            weight, norm = self.kv.weight, self.input_norm
+            w = torch.cat([weight * norm.weight, (weight @ norm.bias + self.kv.bias)[:, None]],
+                          dim=1)
             w_k, w_v = w[:self.qk_channels], w[self.qk_channels:]
-            out, maps = attend(q @ w_k, k, v, return_attention, self.qk_channels ** -0.5)
+            scale = self.qk_channels ** -0.5
+            if return_attention:
+                out, maps = attend(q @ w_k, k, v, return_attention, scale)
+            else:
+                out, maps = attend_inputs(q @ w_k, k, scale), None
             out = out @ w_v.T
         else:
             out, maps = attend(q, k, v, return_attention)  # unbatched q broadcasts

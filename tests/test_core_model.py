@@ -13,6 +13,7 @@ from perceiver_core import (
     fourier_features,
     grid_positions,
 )
+from perceiver_core import attention
 from perceiver_core.model import schedule
 
 SMALL = dict(num_latents=16, latent_channels=32, num_blocks=4, self_attends_per_block=2,
@@ -164,9 +165,14 @@ def test_shared_cross_attends_compute_keys_and_values_once(monkeypatch):
 
 
 def test_folded_cross_attends_compute_the_projected_function():
-    """One head, qk = v = C: attention over [LN(x), 1] with W_k folded into the query and
-    W_v applied after is the paper's cross-attend: same logits, maps and gradients."""
+    """One head, qk = v = C: attention over [n(x), 1] with W_k and the input norm's affine
+    folded into the query and W_v applied after is the paper's cross-attend: same logits,
+    maps and gradients (with weights moved off their init, so the norms' gains and biases
+    are not 1 and 0)."""
     model = small().double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p), alpha=0.3)
     inputs, pos = (t.double() for t in batch())
     assert all(cross.foldable for cross in model.cross_attends)
 
@@ -179,10 +185,27 @@ def test_folded_cross_attends_compute_the_projected_function():
     for cross in model.cross_attends:
         cross.foldable = False
     projected = run()
-    for got, expected in zip(folded, projected, strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    for got, expected in zip(folded, projected, strict=True):  # key biases' are 0 +- 1e-12
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
     assert not small(cross_heads=3).cross_attends[0].foldable  # per-head widths differ
     assert not small(cross_qk_channels=8).cross_attends[0].foldable  # qk < C: project
+
+
+@pytest.mark.parametrize("chunk", [1 << 22, 600])  # one chunk; 3 of the 20 rows a chunk
+def test_input_attention_is_attention_with_a_gradient_for_the_queries_only(chunk, monkeypatch):
+    monkeypatch.setattr(attention, "CHUNK_ELEMENTS", chunk)
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 1, 20, 9, dtype=torch.float64, generator=generator) * 3
+    x = torch.randn(3, 1, 64, 9, dtype=torch.float64, generator=generator)
+    q.requires_grad_(True)
+    got = attention.attend_inputs(q, x, 0.5)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q.expand(3, -1, -1, -1), x, x, scale=0.5)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(got.shape, dtype=torch.float64, generator=generator)
+    torch.testing.assert_close(torch.autograd.grad(got, q, grad)[0],
+                               torch.autograd.grad(expected, q, grad)[0], rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda q: attention.attend_inputs(q, x, 0.5), (q,))
 
 
 def test_every_parameter_gets_a_gradient():

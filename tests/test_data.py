@@ -150,7 +150,7 @@ def test_train_order_is_a_function_of_seed_and_epoch(fashion):
 
 def test_resume_reproduces_the_tail(fashion):
     cfg = config(fashion, **{"data.augment": "crop", "encoding.positions": "image_relative",
-                             "data.permute": True})
+                             "data.permute": True, "data.hflip": True})
     train = load_splits(cfg).train
     full = list(train.batches(16, seed=4, epoch=2, train=True))
     tail = list(train.batches(16, seed=4, epoch=2, train=True, start_batch=3))
@@ -160,7 +160,8 @@ def test_resume_reproduces_the_tail(fashion):
 
 
 def test_ddp_shards_are_disjoint_and_match_one_process(fashion):
-    cfg = config(fashion, **{"data.augment": "crop", "encoding.positions": "image_relative"})
+    cfg = config(fashion, **{"data.augment": "crop", "encoding.positions": "image_relative",
+                             "data.hflip": True})
     splits = load_splits(cfg)
     train, val = splits.train, splits.val
     kw = dict(seed=1, epoch=3, train=True)
@@ -288,6 +289,32 @@ def test_crop_relative_positions_are_the_grid(tmp_path):
     # yet the pixels are cropped: a crop narrower than the image spans less of the ramp
     span = raw(batch)[..., 0].amax(1) - raw(batch)[..., 0].amin(1)
     assert span.min() < 200
+
+
+def test_hflip_mirrors_about_half_the_training_images(tmp_path):
+    root = ramp_fashion(tmp_path)
+    kw = dict(seed=0, epoch=0, train=True)
+    plain = next(load_splits(config(root, **{"data.val_size": 8})).train.batches(32, **kw))
+    splits = load_splits(config(root, **{"data.val_size": 8, "data.hflip": True}))
+    batch = next(splits.train.batches(32, **kw))
+    assert torch.equal(batch.positions, grid_positions((8, 8)))
+    images, ramp = raw(batch)[..., 0].reshape(32, 8, 8), raw(plain)[..., 0].reshape(32, 8, 8)
+    kept = (images - ramp).abs().amax(dim=(1, 2)) < 1e-3
+    mirrored = (images - ramp.flip(2)).abs().amax(dim=(1, 2)) < 1e-3
+    assert (kept ^ mirrored).all() and 8 <= mirrored.sum() <= 24
+    test = next(splits.test.batches(8, seed=0, epoch=0, train=False))
+    assert (raw(test)[..., 0].reshape(8, 8, 8).diff(dim=2) > 0).all()  # evaluation is not
+
+
+def test_hflip_positions_are_those_of_the_mirrored_image(tmp_path):
+    cfg = config(ramp_fashion(tmp_path), **{"data.val_size": 8, "data.augment": "crop",
+                                            "encoding.positions": "image_relative",
+                                            "data.hflip": True})
+    batch = next(load_splits(cfg).train.batches(32, seed=0, epoch=0, train=True))
+    x, red = batch.positions[..., 1], raw(batch)[..., 0]
+    kept = (red - 127.5 * (x + 1)).abs().amax(1) < 1.0
+    mirrored = (red - 127.5 * (1 - x)).abs().amax(1) < 1.0  # the ramp runs the other way
+    assert (kept ^ mirrored).all() and 8 <= mirrored.sum() <= 24
 
 
 def test_randaugment_without_torchvision_says_how_to_get_it(fashion, monkeypatch):
@@ -440,6 +467,26 @@ def test_image_folder_crops_are_deterministic_and_located(folder):
     # colour says where the pixel was: within a couple of source pixels of its position
     red = raw(batch, "imagenet")[..., 0]
     assert (red - 127.5 * (batch.positions[..., 1] + 1)).abs().max() < 12
+
+
+def test_image_folder_hflip(folder):
+    kw = dict(seed=0, epoch=0, train=True)
+    for augment in ("none", "crop"):
+        cfg = image_config(folder, **{"data.augment": augment, "data.hflip": True,
+                                      "encoding.positions": "image_relative"})
+        batches = list(load_splits(cfg).train.batches(4, **kw))
+        same(batches, list(load_splits(cfg).train.batches(4, **kw)))
+        pixels = torch.cat([raw(b, "imagenet") for b in batches])
+        red = pixels[..., 0]
+        slope = red.reshape(-1, 16, 16).diff(dim=2)
+        mirrored = (slope < 0).all(dim=2).all(dim=1)
+        assert ((slope > 0).all(dim=2).all(dim=1) ^ mirrored).all(), augment
+        assert 0 < mirrored.sum() < len(red), augment
+    # a crop's positions are those of the mirrored image: the ramp runs the other way
+    x = torch.cat([b.positions for b in batches])[..., 1]
+    expected = torch.where(mirrored[:, None], 127.5 * (1 - x), 127.5 * (x + 1))
+    colour = (pixels[..., 1] - 40).abs().amax(1) < 3  # not the greyscale ("L") files
+    assert colour.sum() >= 4 and (red - expected)[colour].abs().max() < 12
 
 
 def test_image_folder_errors(folder, tmp_path):
