@@ -9,11 +9,11 @@ from perceiver_core import (
     ConfigError,
     EncodingConfig,
     ModelConfig,
+    attention,
     build_model,
     fourier_features,
     grid_positions,
 )
-from perceiver_core import attention
 from perceiver_core.model import schedule
 
 SMALL = dict(num_latents=16, latent_channels=32, num_blocks=4, self_attends_per_block=2,
