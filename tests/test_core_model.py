@@ -209,6 +209,10 @@ def test_input_attention_is_attention_with_a_gradient_for_the_queries_only(rows,
     torch.testing.assert_close(torch.autograd.grad(got, q, grad)[0],
                                torch.autograd.grad(expected, q, grad)[0], rtol=1e-10, atol=1e-12)
     assert torch.autograd.gradcheck(lambda q: attention.attend_inputs(q, x, 0.5), (q,))
+    # sharp rows (logits hundreds apart): weights under e^-50 count as e^-50, to ~1e-20
+    sharp = attention.attend_inputs(q.detach() * 30, x, 1.0)
+    torch.testing.assert_close(sharp, torch.nn.functional.scaled_dot_product_attention(
+        q.detach().expand(3, -1, -1, -1) * 30, x, x, scale=1.0), rtol=1e-12, atol=1e-12)
 
 
 def test_every_parameter_gets_a_gradient():
