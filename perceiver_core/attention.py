@@ -47,25 +47,28 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     return out[..., :v_width]
 
 
-# InputAttention's blocks: ROWS query rows (a GEMM's m) of as many examples as keep the
-# block's weights within BLOCK_ELEMENTS (16 MiB in fp32; one example's at least). A block
-# reads its examples' inputs once per GEMM, so the traffic is (N / ROWS) x the inputs:
-# linear in M (a fixed element budget would make it quadratic).
-ROWS, BLOCK_ELEMENTS = 128, 1 << 22
+# InputAttention works in blocks: all N query rows of a group of examples against up to
+# BLOCK_ELEMENTS // N of their inputs (a softmax carried across blocks, as in flash
+# attention), so a block's weights stay within BLOCK_ELEMENTS (16 MiB in fp32) and every
+# input is read from memory once per pass whatever M: time linear in M.
+BLOCK_ELEMENTS = 1 << 22
 # Logits more than FLOOR below their row's maximum count as FLOOR: weights under e^-50
 # (< 2e-22, a relative error below M x 2e-22 in the output) would otherwise end as
 # subnormal floats, which x86 handles 10-100x slower in exp, GEMMs and products.
 FLOOR = -50.0
 
 
-def blocks(q: Tensor, x: Tensor):
-    """(example slice, row slice) blocks of q (G, N, d) against x (G, M, d)."""
+def blocks(q: Tensor, x: Tensor) -> list[tuple[slice, list[slice]]]:
+    """[(example slice, [input slices])] covering q (G, N, d) against x (G, M, d)."""
     (examples, n, _), m = q.shape, x.shape[1]
-    rows = min(n, ROWS)
-    group = max(1, BLOCK_ELEMENTS // (rows * m))
-    for e in range(0, examples, group):
-        for r in range(0, n, rows):
-            yield slice(e, e + group), slice(r, r + rows)
+    cols = min(m, max(1, BLOCK_ELEMENTS // n))
+    group = max(1, BLOCK_ELEMENTS // (n * cols))
+    inputs = [slice(c, c + cols) for c in range(0, m, cols)]
+    return [(slice(e, e + group), inputs) for e in range(0, examples, group)]
+
+
+def floored_exp_(logits: Tensor, shift: Tensor) -> Tensor:
+    return logits.sub_(shift).clamp_min_(FLOOR).exp_()
 
 
 class InputAttention(torch.autograd.Function):
@@ -73,12 +76,12 @@ class InputAttention(torch.autograd.Function):
     cross-attend (x = [normalised inputs, 1]); q (..., N, d) has x's leading dims and
     carries the scale. On CPU this beats SDPA's flash kernel, which keeps no weights either
     but runs its own small-tile loops and computes gradients for x: here each block (see
-    `blocks`) is BLAS calls (forward: logits, weights @ x; backward recomputes the weights
-    from the saved row log-sum-exps, then dP = dout x^T and dq = dS x). Measured fwd + bwd
-    at one thread, scaled N(0, 1) logits: 1.41x SDPA at the mid benchmark's shape (B 8,
-    N 256, M 4096, d 262), 1.42x at paper-imagenet's (B 1, N 512, M 50,176), 1.11x at
-    Fashion-MNIST's (B 32, N 32, M 784, d 37); with sharp (unscaled) logits SDPA runs into
-    subnormals and is ~10x slower (see FLOOR)."""
+    `blocks`) is a few BLAS calls (forward: logits, weights @ x; backward recomputes the
+    weights from the saved row log-sum-exps, then dP = dout x^T and dq += dS x). Measured
+    fwd + bwd at one thread, scaled N(0, 1) logits: 1.4x SDPA at the mid benchmark's shape
+    (B 8, N 256, M 4096, d 262) and at paper-imagenet's (B 1, N 512, M 50,176), 1.1x at
+    Fashion-MNIST's (B 32, N 32, M 784, d 37); with sharp (unscaled) logits SDPA runs
+    into subnormals and is ~10x slower (see FLOOR)."""
 
     @staticmethod
     def forward(ctx, q: Tensor, x: Tensor) -> Tensor:
@@ -86,12 +89,23 @@ class InputAttention(torch.autograd.Function):
         q, x = q.reshape(-1, *q.shape[-2:]), x.reshape(-1, *x.shape[-2:])
         out = q.new_empty(*q.shape[:-1], x.shape[-1])
         lse = q.new_empty(*q.shape[:-1], 1)
-        for e, r in blocks(q, x):
-            weights = q[e, r] @ x[e].transpose(-2, -1)
-            peak = weights.amax(dim=-1, keepdim=True)
-            total = weights.sub_(peak).clamp_min_(FLOOR).exp_().sum(dim=-1, keepdim=True)
-            torch.div(weights @ x[e], total, out=out[e, r])
-            lse[e, r] = peak + total.log()
+        for e, inputs in blocks(q, x):
+            peak = total = None
+            for c in inputs:
+                weights = q[e] @ x[e, c].transpose(-2, -1)
+                new_peak = weights.amax(dim=-1, keepdim=True)
+                if peak is not None:  # rescale what earlier blocks summed to the new peak
+                    new_peak = torch.maximum(peak, new_peak)
+                    rescale = floored_exp_(peak, new_peak)
+                floored_exp_(weights, new_peak)
+                if peak is None:
+                    total, acc = weights.sum(dim=-1, keepdim=True), weights @ x[e, c]
+                else:
+                    total = total.mul_(rescale).add_(weights.sum(dim=-1, keepdim=True))
+                    acc = acc.mul_(rescale).baddbmm_(weights, x[e, c])
+                peak = new_peak
+            torch.div(acc, total, out=out[e])
+            lse[e] = peak + total.log()
         ctx.save_for_backward(q, x, out, lse)
         return out.view(shape)
 
@@ -100,12 +114,13 @@ class InputAttention(torch.autograd.Function):
         q, x, out, lse = ctx.saved_tensors
         grad_out = grad_out.reshape(out.shape)
         delta = (grad_out * out).sum(dim=-1, keepdim=True)  # rowsum(dP * P)
-        grad_q = torch.empty_like(q)
-        for e, r in blocks(q, x):
-            xt = x[e].transpose(-2, -1)
-            weights = (q[e, r] @ xt).sub_(lse[e, r]).clamp_min_(FLOOR).exp_()
-            grad_logits = (grad_out[e, r] @ xt).sub_(delta[e, r]).mul_(weights)
-            torch.matmul(grad_logits, x[e], out=grad_q[e, r])
+        grad_q = torch.zeros_like(q)
+        for e, inputs in blocks(q, x):
+            for c in inputs:
+                xt = x[e, c].transpose(-2, -1)
+                weights = floored_exp_(q[e] @ xt, lse[e])
+                grad_logits = (grad_out[e] @ xt).sub_(delta[e]).mul_(weights)
+                grad_q[e].baddbmm_(grad_logits, x[e, c])
         return grad_q.view(ctx.q_shape), None
 
 
