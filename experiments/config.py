@@ -53,6 +53,11 @@ class DataConfig:
     hflip: bool = False  # mirror training images left-right with probability 1/2
     num_workers: int = 0
 
+    @property
+    def crops(self) -> bool:
+        """Training images get random-resized crops (augment=crop, and under RandAugment)."""
+        return self.augment != "none"
+
     def __post_init__(self) -> None:
         check_types(self)
         check_choice("data", "name", self.name, DATASETS)

@@ -243,7 +243,7 @@ class Split:
             raise ValueError(f"start_batch={start_batch} is outside 0..{steps}")
         order = (torch.randperm(len(self), generator=generator(ORDER, seed, epoch)) if train
                  else torch.arange(len(self)))
-        augment = train and (self.data.augment != "none" or self.data.hflip)
+        augment = train and (self.data.crops or self.data.hflip)
         global_batch = batch_size * world_size
         for step in range(start_batch, steps):
             chunk = order[step * global_batch:(step + 1) * global_batch]
@@ -280,7 +280,7 @@ class TensorSplit(Split):
             if draws is None:
                 yield self.assemble(pixels, labels)
                 continue
-            scale_min = 1.0 if self.data.augment == "none" else self.data.crop_scale_min
+            scale_min = self.data.crop_scale_min if self.data.crops else 1.0  # 1: mirror only
             crops, boxes = random_resized_crop(pixels.permute(0, 3, 1, 2).float(), scale_min,
                                                draws.crops, flips=draws.flips)
             if self.randaugment is not None:  # on uint8 (C, H, W), as torchvision expects
@@ -344,7 +344,7 @@ class FolderSplit(Split):
 
     def batches(self, batch_size: int, *, seed: int, epoch: int, train: bool,
                 start_batch: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
-        crop = self.data.augment != "none"
+        crop = self.data.crops
         plan = [[(i, tuple(d.crops[k].tolist()) if d is not None and crop else None,
                   None if d is None else int(d.seeds[k]), d is not None and bool(d.flips[k]))
                  for k, i in enumerate(idx.tolist())]

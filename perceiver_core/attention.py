@@ -10,6 +10,8 @@ attention maps runs only when they are asked for.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -78,33 +80,28 @@ class InputAttention(torch.autograd.Function):
     but runs its own small-tile loops and computes gradients for x: here each block (see
     `blocks`) is a few BLAS calls (forward: logits, weights @ x; backward recomputes the
     weights from the saved row log-sum-exps, then dP = dout x^T and dq += dS x). Measured
-    fwd + bwd at one thread, scaled N(0, 1) logits: 1.4x SDPA at the mid benchmark's shape
-    (B 8, N 256, M 4096, d 262) and at paper-imagenet's (B 1, N 512, M 50,176), 1.1x at
-    Fashion-MNIST's (B 32, N 32, M 784, d 37); with sharp (unscaled) logits SDPA runs
-    into subnormals and is ~10x slower (see FLOOR)."""
+    fwd + bwd at one thread, scaled N(0, 1) logits: 1.46x SDPA at the mid benchmark's
+    shape (B 8, N 256, M 4096, d 262), 1.53x at paper-imagenet's (B 1, N 512, M 50,176),
+    1.15x at Fashion-MNIST's (B 32, N 32, M 784, d 37); with sharp (unscaled) logits SDPA
+    runs into subnormals and is ~10x slower (see FLOOR)."""
 
     @staticmethod
     def forward(ctx, q: Tensor, x: Tensor) -> Tensor:
         shape, ctx.q_shape = (*q.shape[:-1], x.shape[-1]), q.shape
         q, x = q.reshape(-1, *q.shape[-2:]), x.reshape(-1, *x.shape[-2:])
-        out = q.new_empty(*q.shape[:-1], x.shape[-1])
+        out = q.new_zeros(*q.shape[:-1], x.shape[-1])
         lse = q.new_empty(*q.shape[:-1], 1)
-        for e, inputs in blocks(q, x):
-            peak = total = None
+        for e, inputs in blocks(q, x):  # softmax state: running row max, sum, weighted sum
+            peak, total, acc = torch.full_like(lse[e], -math.inf), torch.zeros_like(lse[e]), out[e]
             for c in inputs:
                 weights = q[e] @ x[e, c].transpose(-2, -1)
-                new_peak = weights.amax(dim=-1, keepdim=True)
-                if peak is not None:  # rescale what earlier blocks summed to the new peak
-                    new_peak = torch.maximum(peak, new_peak)
-                    rescale = floored_exp_(peak, new_peak)
+                new_peak = torch.maximum(peak, weights.amax(dim=-1, keepdim=True))
+                rescale = floored_exp_(peak, new_peak)  # what earlier blocks summed
                 floored_exp_(weights, new_peak)
-                if peak is None:
-                    total, acc = weights.sum(dim=-1, keepdim=True), weights @ x[e, c]
-                else:
-                    total = total.mul_(rescale).add_(weights.sum(dim=-1, keepdim=True))
-                    acc = acc.mul_(rescale).baddbmm_(weights, x[e, c])
+                total.mul_(rescale).add_(weights.sum(dim=-1, keepdim=True))
+                acc.mul_(rescale).baddbmm_(weights, x[e, c])
                 peak = new_peak
-            torch.div(acc, total, out=out[e])
+            acc.div_(total)
             lse[e] = peak + total.log()
         ctx.save_for_backward(q, x, out, lse)
         return out.view(shape)
