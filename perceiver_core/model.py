@@ -90,14 +90,17 @@ class Perceiver(nn.Module):
         x = self.position(inputs, positions)
         z = self.latents  # (N, D): the first cross-attend broadcasts it over the batch
         maps = []
-        keys_values = {}  # per cross-attend module: shared ones compute it once
+        # Computed once per cross-attend module (shared ones reuse it); folded ones all
+        # attend to the same parameter-free [n(x), 1], so they share one.
+        keys_values = {}
         for kind, i in self.schedule:
             if kind == "cross":
                 cross = self.cross_attends[i]
+                key = "folded" if cross.folds() else id(cross)
                 # A FLOP count (a trace) counts every cross-attend's projection, as the paper.
-                if id(cross) not in keys_values or torch.jit.is_tracing():
-                    keys_values[id(cross)] = cross.keys_values(x)
-                z, attention = cross(z, keys_values[id(cross)], return_attention)
+                if key not in keys_values or torch.jit.is_tracing():
+                    keys_values[key] = cross.keys_values(x)
+                z, attention = cross(z, keys_values[key], return_attention)
                 maps.append(attention)
             else:
                 for layer in self.latent_transformer[i]:

@@ -131,12 +131,16 @@ def test_weight_sharing_reuses_module_objects():
     assert count(unshared) - count(model) == 2 * one_cross + 3 * one_block
 
 
-def test_shared_cross_attends_compute_keys_and_values_once(monkeypatch):
+@pytest.mark.parametrize("folded", [True, False])
+def test_shared_cross_attends_compute_keys_and_values_once(folded, monkeypatch):
     """Cross-attends 2..4 share weights and inputs: one projection for them, same logits
-    and gradients as projecting for every cross-attend."""
+    and gradients as projecting for every cross-attend. Folded cross-attends attend to the
+    parameter-free [n(x), 1]: one for all of them, the unshared first one included."""
     from perceiver_core.attention import CrossAttend
 
     model = small()
+    for cross in model.cross_attends:
+        cross.foldable = folded
     inputs, pos = batch()
 
     def per_layer():  # every cross-attend projects its own keys and values
@@ -157,7 +161,8 @@ def test_shared_cross_attends_compute_keys_and_values_once(monkeypatch):
     monkeypatch.setattr(CrossAttend, "keys_values",
                         lambda self, x: calls.append(self) or original(self, x))
     logits = model(inputs, pos)
-    assert [id(c) for c in calls] == [id(model.cross_attends[0]), id(model.cross_attends[1])]
+    modules = model.cross_attends[:1] if folded else model.cross_attends[:2]
+    assert [id(c) for c in calls] == [id(c) for c in modules]
     torch.testing.assert_close(logits, expected)
     grads = torch.autograd.grad(logits.square().sum(), list(model.parameters()))
     for grad, expected_grad in zip(grads, expected_grads, strict=True):
