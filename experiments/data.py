@@ -280,9 +280,13 @@ class TensorSplit(Split):
             if draws is None:
                 yield self.assemble(pixels, labels)
                 continue
-            scale_min = self.data.crop_scale_min if self.data.crops else 1.0  # 1: mirror only
-            crops, boxes = random_resized_crop(pixels.permute(0, 3, 1, 2).float(), scale_min,
-                                               draws.crops, flips=draws.flips)
+            if not self.data.crops:  # mirroring only: the plain grid's positions still hold
+                flipped = torch.where(draws.flips[:, None, None, None], pixels.flip(2), pixels)
+                yield self.assemble(flipped, labels)
+                continue
+            crops, boxes = random_resized_crop(pixels.permute(0, 3, 1, 2).float(),
+                                               self.data.crop_scale_min, draws.crops,
+                                               flips=draws.flips)
             if self.randaugment is not None:  # on uint8 (C, H, W), as torchvision expects
                 pixels = crops.round().clamp(0, 255).byte()
                 crops = torch.stack([seeded(self.randaugment, image, int(seed)) for image, seed
