@@ -283,6 +283,7 @@ class Run:
         self.progress = Progress(started_at=now_iso())
         self.final: dict = {}
         self.session_start = time.time()
+        self.session_step = 0  # the step this session started (resumed) at
         self.wall_base = 0.0
 
     # -- records ----------------------------------------------------------------------
@@ -334,6 +335,7 @@ class Run:
                 torch.cuda.set_rng_state_all(state["rng"]["cuda"])
             self.progress = Progress(**state["progress"])
             self.wall_base = self.progress.wall_time_s
+            self.session_step = self.progress.step
         rows = [r for r in read_jsonl(self.run_dir / METRICS) if r["step"] <= self.progress.step]
         if rows:
             self.final = {k: rows[-1][k] for k in FINAL_KEYS}
@@ -436,7 +438,12 @@ class Run:
         p = self.progress
         loss_sum, correct, seen, _ = p.interval
         rate = p.samples / p.train_time_s if p.train_time_s else 0.0
-        left = (self.total_steps - p.step) * self.cfg.train.batch_size / rate if rate else 0.0
+        # ETA from this session's wall-clock pace, evaluation and checkpoints included: a
+        # resumed run on a slower (or busier) machine gets its own pace, not the run's
+        # average training rate.
+        steps = p.step - self.session_step
+        left = ((self.total_steps - p.step) * (time.time() - self.session_start) / steps
+                if steps else 0.0)
         log(f"step {p.step}/{self.total_steps} (epoch {p.step / self.steps_per_epoch:.2f}) "
             f"loss {loss_sum / max(seen, 1):.4f} acc {100 * correct / max(seen, 1):.2f}% "
             f"lr {lr:.2e} | {rate:.0f} samples/s | ETA {duration(left)}", self.env)

@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -203,6 +204,31 @@ def test_resume_after_an_exception_and_failed_status(completed, tmp_path):
     assert result["status"] == "completed"
     assert result["final"] == read_json(reference / RESULT)["final"]
     assert curve(run_dir) == curve(reference)
+
+
+def test_progress_lines_report_step_loss_rate_and_eta(completed, tmp_path, monkeypatch,
+                                                       capsys):
+    """A progress line after every step (the interval is 15 s in real runs), from the
+    step a resumed run starts at."""
+    cfg, _, _ = completed
+    monkeypatch.setattr("experiments.train.LOG_INTERVAL_S", 0.0)
+
+    def stop(row):
+        if row["step"] == 8:
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        train_run(cfg, tmp_path / "run", on_eval=stop)
+    capsys.readouterr()
+    train_run(cfg, tmp_path / "run")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"resumed {tmp_path / 'run'} at step 8/20"
+    line = re.compile(r"step (\d+)/20 \(epoch (\d\.\d\d)\) loss \d+\.\d{4} acc \d+\.\d\d% "
+                      r"lr \d\.\d\de-\d\d \| \d+ samples/s \| ETA \d+m\d\ds$")
+    progress = [m for m in map(line.match, lines) if m]
+    # every step but the evaluated ones (12, 16, 20), which print their evaluation instead
+    assert [int(m[1]) for m in progress] == [9, 10, 11, 13, 14, 15, 17, 18, 19]
+    assert all(float(m[2]) == int(m[1]) / 10 for m in progress)
 
 
 def test_run_stopped_records_pruned_and_propagates(tmp_path, base):
