@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import signal
 import string
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -111,6 +112,25 @@ def load_profile(name_or_path: str | Path) -> Profile:
         return Profile(name=path.stem, **content)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+class Requeueable:
+    """A submitit job callable that SLURM requeues, itself, on preemption or time-out.
+
+    submitit's signal handler calls `checkpoint()`, pickles what it returns and runs
+    `scontrol requeue`. The requeue makes slurmstepd SIGTERM every process of the job,
+    scontrol included: if scontrol has not exited yet it dies, and submitit raises
+    CalledProcessError into the training loop, which records the run as failed although
+    it was requeued (seen about once in ten preemptions on the local cluster). SIGTERM is
+    therefore ignored from here on; scontrol inherits that across exec. The job process
+    only logged SIGTERM anyway (submitit's "Bypassing signal"), and it exits right after
+    the requeue."""
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        import submitit
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
 def make_executor(profile: Profile, folder: str | Path, name: str = "perceiver",

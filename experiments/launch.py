@@ -3,9 +3,9 @@
 The job is a callable object in the style of FAIR's `run_with_submitit.py` (DeiT, MAE,
 DINO): submitit pickles it, runs `__call__` on the cluster and, when SLURM signals a
 preemption or the time limit, calls `checkpoint()`, which hands back the same object to be
-requeued. Nothing else needs saving: each run checkpoints itself as it trains and
-`train_run` resumes from there (or returns at once for a finished run), so a requeued job
-simply starts over its list of runs.
+requeued (experiments.cluster.Requeueable). Nothing else needs saving: each run
+checkpoints itself as it trains and `train_run` resumes from there (or returns at once for
+a finished run), so a requeued job simply starts over its list of runs.
 
 One job trains one run, or K runs one after another (`--runs-per-job K`, so that tiny
 runs do not flood the scheduler). SLURM jobs go out as one array, throttled by the
@@ -23,15 +23,14 @@ import sys
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from experiments.cluster import Profile, make_executor
+from experiments.cluster import Profile, Requeueable, make_executor
 from experiments.config import RunConfig
 from experiments.sweep import Point, Sweep
 from experiments.tracking import add_submission, relative, run_states
 
 
-class SweepJob:
+class SweepJob(Requeueable):
     """Trains `runs` ([(run folder, nested config)]) one after another."""
 
     def __init__(self, runs: list[tuple[str, dict]], threads: int | None = None):
@@ -65,11 +64,6 @@ class SweepJob:
             raise RuntimeError(f"{len(failed)} of {len(self.runs)} runs failed: {failed}")
         leave_distributed()
         return statuses
-
-    def checkpoint(self, *args: Any, **kwargs: Any):
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(self)
 
 
 def cores() -> int:

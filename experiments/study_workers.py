@@ -37,6 +37,7 @@ import optuna
 import submitit
 from optuna.trial import TrialState
 
+from experiments.cluster import Requeueable
 from experiments.records import RESULT, read_json, write_yaml
 from experiments.study import (
     STUDY_FILE,
@@ -205,7 +206,7 @@ class TrialRun:
         return [values[name] for name in self.spec.objectives]
 
 
-class StudyWorker(submitit.helpers.Checkpointable):
+class StudyWorker(Requeueable):
     """One of the study's identical workers (a local process or a SLURM array task).
 
     On preemption or time-out submitit calls checkpoint(), which requeues this object; the
