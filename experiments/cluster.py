@@ -1,4 +1,5 @@
-"""Cluster profiles (`slurm/profiles/NAME.yaml`) and the submitit executors they describe.
+"""Cluster profiles (`slurm/profiles/NAME.yaml`), the submitit executors they describe, and
+the base of the job callables they run (`Requeueable`).
 
 A profile holds everything about *where* runs go (partition, GPUs, time limit, requeue
 budget, setup lines) so sweep and study specs only say *what* to run. The same profile
@@ -115,7 +116,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
 
 
 class Requeueable:
-    """A submitit job callable that SLURM requeues, itself, on preemption or time-out.
+    """Base of a submitit job callable that requeues itself on preemption or time-out.
 
     submitit's signal handler calls `checkpoint()`, pickles what it returns and runs
     `scontrol requeue`. The requeue makes slurmstepd SIGTERM every process of the job,
