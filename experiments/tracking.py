@@ -145,6 +145,12 @@ class Queued:
     start: float | None  # when its current attempt started (or is expected to)
     reason: str  # why it is pending
 
+    @property
+    def finished(self) -> bool:
+        """Over for good; squeue keeps listing such jobs for MinJobAge."""
+        return self.state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL",
+                              "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE")
+
 
 def slurm_queue(manifest: dict[str, Any]) -> dict[str, Queued]:
     """job id -> Queued, for this folder's SLURM jobs that squeue still lists (one
@@ -216,19 +222,19 @@ def run_state(run_id: str, run_dir: Path, job_info: tuple[dict, dict] | None,
         state.state = status
         return state
     outcome = job_outcome(job, submission, folder)
-    failed_now = status == "failed" and queued is not None and queued.start is not None \
-        and (state.heartbeat_age_s(queued.start) or 0) <= 0  # in the job's current attempt
-    if queued is not None and queued.state in ("PENDING", "RUNNING", "CONFIGURING") \
-            and not failed_now:
+    if queued is not None:
         # Live beats files: a job requeued by the controller (its node died) keeps the
         # files of its previous attempt, which may say `error`, until it runs again.
-        if queued.state != "PENDING":
-            state.state = "running"
-        elif outcome == "queued":
-            state.state = "pending"
-        else:
+        failed_now = status == "failed" and queued.start is not None \
+            and (state.heartbeat_age_s(queued.start) or 0) <= 0  # in the current attempt
+        if queued.state.startswith("REQUEUE") or (queued.state == "PENDING"
+                                                  and outcome != "queued"):
             state.state, state.note = "requeued", f"waiting to run again: {queued.reason}"
-        return state
+            return state
+        if queued.state == "PENDING" or (queued.state in ("RUNNING", "CONFIGURING")
+                                         and not failed_now):
+            state.state = "pending" if queued.state == "PENDING" else "running"
+            return state
     if outcome in ("error", "cancelled", "lost") or (status == "failed" and outcome != "queued"):
         state.state = "failed"
         state.note = {"cancelled": "job cancelled (scancel or time limit)",
