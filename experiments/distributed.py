@@ -60,8 +60,10 @@ def export_slurm_env() -> None:
 def train_alone() -> None:
     """Make this process train on its own although it is one task of a multi-task SLURM
     step (a study spreads its workers over nodes as the tasks of one job): with RANK set,
-    export_slurm_env leaves the environment alone and no process group is started."""
-    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    export_slurm_env leaves the environment alone and no process group is started. The
+    task's local id stays its LOCAL_RANK, so workers sharing a GPU node use different GPUs."""
+    os.environ.update(RANK="0", WORLD_SIZE="1",
+                      LOCAL_RANK=os.environ.get("SLURM_LOCALID", "0"))
 
 
 def init_distributed() -> Distributed:
