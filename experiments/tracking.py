@@ -156,11 +156,12 @@ def slurm_queue(manifest: dict[str, Any]) -> dict[str, Queued]:
     """job id -> Queued, for this folder's SLURM jobs that squeue still lists (one
     call, this user's jobs, array tasks one per line); {} where squeue cannot answer (no
     SLURM client here, a results folder copied off the cluster)."""
-    submissions = [s for s in manifest["submissions"] if s["executor"] == "slurm"]
+    submissions = [s for s in manifest["submissions"]
+                   if s["executor"] == "slurm" and "profile" in s]  # the cluster it went to
     if not submissions or shutil.which("squeue") is None:
         return {}
     wanted = {job["job_id"] for s in submissions for job in s["jobs"]}
-    conf = submissions[-1].get("profile", {}).get("slurm_conf")
+    conf = submissions[-1]["profile"].get("slurm_conf")
     env = {**os.environ, "SLURM_CONF": conf} if conf and Path(conf).is_file() else None
     try:
         listed = subprocess.run(["squeue", "--me", "--array", "--noheader",

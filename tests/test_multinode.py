@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 from test_study import assert_exactly_complete, write_study
-from test_sweep import TINY_BASE, cli, states
+from test_sweep import TINY_BASE, cli, fake_job, states
 
 from experiments.cli import main
-from experiments.records import METRICS, RESULT, read_json, read_jsonl
-from experiments.tracking import read_manifest
+from experiments.records import METRICS, RESULT, read_json, read_jsonl, write_json
+from experiments.tracking import Queued, read_manifest, run_state
 
 SCRIPT = __import__("conftest").CLUSTER_SCRIPT
 TWO_NODES = ("cluster.nodes=2", "cluster.tasks_per_node=1")
@@ -117,6 +117,31 @@ def test_study_workers_must_fill_the_nodes_evenly(tmp_path, tiny_fashion_mnist, 
                  "cluster.nodes=2", "--out", str(out)])
     assert code == 2 and not out.exists()
     assert "--workers=3 must be a multiple of cluster.nodes=2" in capsys.readouterr().err
+
+
+def test_squeue_says_a_job_whose_files_failed_is_requeued_or_running_again(tmp_path):
+    """After a node loss the surviving rank's files say `failed` (its record, submitit's
+    error result), while SLURM has requeued the job: the live answer wins, unless the
+    failure happened in the job's current attempt."""
+    start = "submitit INFO (2026-01-01 10:00:00,000) - Starting with JobEnvironment(job_id=7)\n"
+    job = fake_job(tmp_path, "7", ["run"], out=start, result=("error", "RuntimeError: gloo"))
+    failed_at = time.time() - 60
+    write_json(tmp_path / "run" / RESULT, {"status": "failed", "heartbeat": failed_at})
+    submission = {"executor": "slurm", "jobs": [job]}
+
+    def state(queued):
+        return run_state("run", tmp_path / "run", (job, submission), tmp_path, {}, queued)
+
+    assert state(None).state == "failed"
+    requeued = state(Queued("PENDING", None, "Nodes required for job are DOWN"))
+    assert (requeued.state, requeued.note) == ("requeued", "waiting to run again: Nodes "
+                                                           "required for job are DOWN")
+    assert state(Queued("RUNNING", failed_at + 30, "None")).state == "running"  # restarted
+    assert state(Queued("RUNNING", failed_at - 30, "None")).state == "failed"  # this attempt
+    assert state(Queued("COMPLETED", failed_at - 30, "None")).state == "failed"
+    never_started = fake_job(tmp_path, "8", ["run"])
+    assert run_state("run", tmp_path / "run", (never_started, submission), tmp_path, {},
+                     Queued("PENDING", None, "Priority")).state == "pending"
 
 
 @pytest.fixture
