@@ -310,6 +310,8 @@ class Run:
         p = self.progress
         if self.sessions:
             self.sessions[-1].update(to_step=p.step, status=status)
+            if error:  # why it ended, in a line: kept when a later session clears `error`
+                self.sessions[-1]["error"] = error.splitlines()[0][:160]
         result = {
             "run_id": self.cfg.run_id, "status": status, "step": p.step,
             "epoch": p.step / self.steps_per_epoch, "final": self.final,

@@ -56,7 +56,8 @@ def story(sessions: list[dict]) -> str:
             job += f" restart {session['restart']}"
         parts.append(f"steps {session['from_step']}-{session['to_step']} on "
                      f"{','.join(session['nodes'])} (job {job}, {session['started_at']}): "
-                     f"{session['status']}")
+                     f"{session['status']}"
+                     + (f" [{session['error']}]" if session.get("error") else ""))
     return "; ".join(parts)
 
 
