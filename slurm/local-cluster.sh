@@ -40,8 +40,9 @@ RUN_DIR=$STATE_DIR/run
 LOG_DIR=$STATE_DIR/log
 # Multi-node network: names and a /24 derived from the port, so two clusters on this
 # machine (the test session's, an engineer's own) never share a bridge or an address.
+# PERCEIVER_SLURM_SUBNET (three octets) moves it if that /24 is in use on this machine.
 BRIDGE=psl$CTLD_PORT
-SUBNET=10.$(((CTLD_PORT >> 8) & 255)).$((CTLD_PORT & 255))
+SUBNET=${PERCEIVER_SLURM_SUBNET:-10.$(((CTLD_PORT >> 8) & 255)).$((CTLD_PORT & 255))}
 CTLD_ADDR=$SUBNET.1
 export PATH=/usr/sbin:/sbin:$PATH
 export SLURM_CONF=$CONF
