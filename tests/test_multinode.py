@@ -208,6 +208,7 @@ def test_node_lost_mid_run_is_requeued_and_resumes_to_the_same_metrics(
     log = (out / job["stderr"]).read_text()
     assert f"resumed {out / run_id} at step {second['from_step']}/{STEPS}" in log
     timeline["resumed (session 2 start)"] = second["started_at"][11:19]
+    assert len(read_manifest(out)["submissions"]) == 1  # requeued by SLURM, not resubmitted
     code, text, _ = cli(capsys, "status", out)
     assert code == 0 and "1 runs: 1 completed" in text
     assert f"on node1,node2 (job {job['job_id']}, " in text
