@@ -3,7 +3,7 @@ the base of the job callables they run (`Requeueable`).
 
 A profile holds everything about *where* runs go (partition, GPUs, time limit, requeue
 budget, setup lines) so sweep and study specs only say *what* to run. The same profile
-drives `--executor slurm` on a real cluster, on the single-node cluster of
+drives `--executor slurm` on a real cluster, on the (one- or multi-node) cluster of
 `slurm/local-cluster.sh`, or is mostly ignored by `--executor local|debug`, which run on
 this machine. Bad profiles raise ConfigError before anything is submitted.
 """

@@ -9,6 +9,7 @@ tasks_per_node = gpus_per_node). Without them the run is a single process.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,13 @@ class Distributed:
             dist.all_reduce(tensor)
         return tensor
 
+    def hosts(self) -> list[str]:
+        """The distinct hostnames of the ranks, in rank order: where a multi-node run ran."""
+        names = [socket.gethostname()] * self.world_size
+        if self.world_size > 1:
+            dist.all_gather_object(names, names[0])
+        return list(dict.fromkeys(names))
+
 
 def slurm_tasks() -> int:
     return int(os.environ.get("SLURM_STEP_NUM_TASKS", os.environ.get("SLURM_NTASKS", "1")))
@@ -47,6 +55,15 @@ def export_slurm_env() -> None:
     os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
     # Keep CUDA_VISIBLE_DEVICES as SLURM set it; init_distributed picks the device.
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+def train_alone() -> None:
+    """Make this process train on its own although it is one task of a multi-task SLURM
+    step (a study spreads its workers over nodes as the tasks of one job): with RANK set,
+    export_slurm_env leaves the environment alone and no process group is started. The
+    task's local id stays its LOCAL_RANK, so workers sharing a GPU node use different GPUs."""
+    os.environ.update(RANK="0", WORLD_SIZE="1",
+                      LOCAL_RANK=os.environ.get("SLURM_LOCALID", "0"))
 
 
 def init_distributed() -> Distributed:

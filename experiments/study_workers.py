@@ -217,7 +217,14 @@ class StudyWorker(Requeueable):
         self.spec, self.url, self.out, self.threads = spec, url, Path(out), threads
         self.trial_number: int | None = None  # the trial in progress, for a requeue
 
-    def __call__(self, index: int = 0) -> dict[str, int]:
+    def __call__(self, index: int | None = 0) -> dict[str, int]:
+        """`index` (the sampler's stream) None: this worker is one task of a multi-node
+        job, and its task rank is its index."""
+        if index is None:
+            from experiments.distributed import train_alone
+
+            index = submitit.JobEnvironment().global_rank
+            train_alone()
         if self.threads:
             import torch
 
@@ -254,7 +261,11 @@ def launch(spec: StudySpec, out: str | Path, executor: str = "local", cluster: s
            ) -> tuple[optuna.Study, str, list]:
     """Create (or resume) the study, record it in <out>/study.yaml and start `workers`
     workers (a SLURM array, local processes, or in-process for debug); returns the study,
-    its storage URL and the submitit jobs."""
+    its storage URL and the submitit jobs.
+
+    A profile with `nodes` > 1 places the workers on different nodes: they go out as one
+    SLURM job of that many nodes, workers/nodes tasks per node, each task a worker that
+    trains its trials alone (an array's jobs land wherever the scheduler packs them)."""
     from experiments.cluster import load_profile, make_executor
     from experiments.launch import cores
 
@@ -265,10 +276,17 @@ def launch(spec: StudySpec, out: str | Path, executor: str = "local", cluster: s
     profile = load_profile(cluster)
     ex = make_executor(profile, out / "submitit" / "%j", name=f"study-{spec.name}",
                        executor=executor, **(profile_overrides or {}))
+    effective = dataclasses.replace(profile, **(profile_overrides or {}))  # checked above
+    spread = executor == "slurm" and effective.nodes > 1
+    if spread and workers % effective.nodes:
+        raise ConfigError(f"--workers={workers} must be a multiple of cluster.nodes="
+                          f"{effective.nodes}: the workers are spread evenly over the nodes")
     study = open_study(spec, url, create=True)
     write_yaml(out / STUDY_FILE, {**spec.to_dict(), "storage": public_url(url)})
-    effective = dataclasses.replace(profile, **(profile_overrides or {}))  # checked above
     threads = {"local": max(1, cores() // workers),
                "slurm": effective.cpus_per_task}.get(executor)  # debug: this process's
-    jobs = ex.map_array(StudyWorker(spec, url, out, threads), range(workers))
-    return study, url, jobs
+    worker = StudyWorker(spec, url, out, threads)
+    if spread:
+        ex.update_parameters(tasks_per_node=workers // effective.nodes)
+        return study, url, [ex.submit(worker, None)]
+    return study, url, ex.map_array(worker, range(workers))

@@ -11,7 +11,9 @@ A sweep folder holds a manifest, `sweep.json`, next to its run folders:
 
 A run's state comes from its record (result.json: status, heartbeat), the latest job that
 ran it (manifest) and that job's submitit files (result pickle, log). SLURM's accounting
-(`sacct`) is never asked: many clusters lack it, and the local one has none.
+(`sacct`) is never asked: many clusters lack it, and the local one has none. `squeue` is,
+for SLURM jobs still in the queue: only the controller knows that a job whose node died
+was requeued (its surviving ranks' files say they failed) and waits to run again.
 
     pending    submitted, not started yet (queued)
     running    its job has started (and the record's heartbeat says how recently it spoke)
@@ -27,7 +29,9 @@ import datetime as dt
 import os
 import pickle
 import re
+import shutil
 import socket
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +137,43 @@ def job_outcome(job: dict, submission: dict, folder: Path) -> str:
     return "started" if STARTED in out else "queued"
 
 
+@dataclass(frozen=True)
+class Queued:
+    """A SLURM job as squeue lists it."""
+
+    state: str  # PENDING, RUNNING, COMPLETING, ...
+    start: float | None  # when its current attempt started (or is expected to)
+    reason: str  # why it is pending
+
+    @property
+    def finished(self) -> bool:
+        """Over for good; squeue keeps listing such jobs for MinJobAge."""
+        return self.state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL",
+                              "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE")
+
+
+def slurm_queue(manifest: dict[str, Any]) -> dict[str, Queued]:
+    """job id -> Queued, for this folder's SLURM jobs that squeue still lists (one
+    call, this user's jobs, array tasks one per line); {} where squeue cannot answer (no
+    SLURM client here, a results folder copied off the cluster)."""
+    submissions = [s for s in manifest["submissions"]
+                   if s["executor"] == "slurm" and "profile" in s]  # the cluster it went to
+    if not submissions or shutil.which("squeue") is None:
+        return {}
+    wanted = {job["job_id"] for s in submissions for job in s["jobs"]}
+    conf = submissions[-1]["profile"].get("slurm_conf")
+    env = {**os.environ, "SLURM_CONF": conf} if conf and Path(conf).is_file() else None
+    try:
+        listed = subprocess.run(["squeue", "--me", "--array", "--noheader",
+                                 "--format=%i|%T|%S|%r"], env=env, capture_output=True,
+                                text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    rows = (line.split("|", 3) for line in listed.stdout.splitlines() if line.count("|") >= 3)
+    return {job: Queued(state, timestamp(start), reason)
+            for job, state, start, reason in rows if job in wanted}
+
+
 def read_text(path: Path) -> str:
     return path.read_text(errors="replace") if path.is_file() else ""
 
@@ -164,7 +205,9 @@ def read_run(run_dir: Path) -> tuple[dict, dict]:
 
 
 def run_state(run_id: str, run_dir: Path, job_info: tuple[dict, dict] | None,
-              folder: Path, config: dict | None = None) -> RunState:
+              folder: Path, config: dict | None = None,
+              queued: Queued | None = None) -> RunState:
+    """`queued`: the job as squeue lists it, if it does."""
     on_disk, result = read_run(run_dir)
     status = result.get("status")
     state = RunState(run_id, run_dir, "new", config or on_disk, result)
@@ -180,6 +223,19 @@ def run_state(run_id: str, run_dir: Path, job_info: tuple[dict, dict] | None,
         state.state = status
         return state
     outcome = job_outcome(job, submission, folder)
+    if queued is not None:
+        # Live beats files: a job requeued by the controller (its node died) keeps the
+        # files of its previous attempt, which may say `error`, until it runs again.
+        failed_now = status == "failed" and queued.start is not None \
+            and (state.heartbeat_age_s(queued.start) or 0) <= 0  # in the current attempt
+        if queued.state.startswith("REQUEUE") or (queued.state == "PENDING"
+                                                  and outcome != "queued"):
+            state.state, state.note = "requeued", f"waiting to run again: {queued.reason}"
+            return state
+        if queued.state == "PENDING" or (queued.state in ("RUNNING", "CONFIGURING")
+                                         and not failed_now):
+            state.state = "pending" if queued.state == "PENDING" else "running"
+            return state
     if outcome in ("error", "cancelled", "lost") or (status == "failed" and outcome != "queued"):
         state.state = "failed"
         state.note = {"cancelled": "job cancelled (scancel or time limit)",
@@ -198,8 +254,13 @@ def run_states(folder: str | Path) -> list[RunState]:
     folder = Path(folder)
     manifest = read_manifest(folder)
     jobs = latest_jobs(manifest)
-    states = [run_state(run["run_id"], folder / run["run_id"], jobs.get(run["run_id"]),
-                        folder, run["config"]) for run in manifest["runs"]]
+    queue = slurm_queue(manifest)
+    states = []
+    for run in manifest["runs"]:
+        job_info = jobs.get(run["run_id"])
+        queued = queue.get(job_info[0]["job_id"]) if job_info else None
+        states.append(run_state(run["run_id"], folder / run["run_id"], job_info, folder,
+                                run["config"], queued))
     known = {s.run_dir.resolve() for s in states}
     for run_dir in run_dirs(folder):
         if run_dir.resolve() not in known:

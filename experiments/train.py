@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import io
 import math
+import os
 import platform
 import socket
 import subprocess
@@ -91,6 +92,19 @@ class Progress:
     best_val_acc: float | None = None
     best_step: int | None = None
     started_at: str = ""
+
+
+def new_session(step: int, env: Distributed) -> dict:
+    """One session of a run (a start or a resume) as result.json's `sessions` lists it: the
+    hosts its ranks ran on and the SLURM job (with its restart count after a requeue), so
+    `status` can tell a run's story, e.g. a node lost mid-run and the job requeued."""
+    env_vars = os.environ
+    job = env_vars.get("SLURM_ARRAY_JOB_ID") and \
+        f"{env_vars['SLURM_ARRAY_JOB_ID']}_{env_vars['SLURM_ARRAY_TASK_ID']}"
+    return {"started_at": now_iso(), "from_step": step, "nodes": env.hosts(),
+            "job": job or env_vars.get("SLURM_JOB_ID"),
+            "restart": int(env_vars.get("SLURM_RESTART_COUNT", 0)),
+            "to_step": step, "status": "running"}
 
 
 def now_iso() -> str:
@@ -285,6 +299,7 @@ class Run:
         self.session_start = time.time()
         self.session_step = 0  # the step this session started (resumed) at
         self.wall_base = 0.0
+        self.sessions: list[dict] = []  # earlier sessions' records, then this one's
 
     # -- records ----------------------------------------------------------------------
 
@@ -293,6 +308,10 @@ class Run:
 
     def write_result(self, status: str, error: str | None = None) -> dict:
         p = self.progress
+        if self.sessions:
+            self.sessions[-1].update(to_step=p.step, status=status)
+            if error:  # why it ended, in a line: kept when a later session clears `error`
+                self.sessions[-1]["error"] = error.splitlines()[0][:160]
         result = {
             "run_id": self.cfg.run_id, "status": status, "step": p.step,
             "epoch": p.step / self.steps_per_epoch, "final": self.final,
@@ -302,6 +321,8 @@ class Run:
             "wall_time_s": self.wall_time(),
             "samples_per_s": p.samples / p.train_time_s if p.train_time_s else None,
             "versions": versions(), "host": socket.gethostname(),
+            "nodes": self.sessions[-1]["nodes"] if self.sessions else [socket.gethostname()],
+            "sessions": self.sessions,
             "started_at": p.started_at, "updated_at": now_iso(), "heartbeat": time.time(),
             "error": error}
         if self.env.is_main:
@@ -336,6 +357,11 @@ class Run:
             self.progress = Progress(**state["progress"])
             self.wall_base = self.progress.wall_time_s
             self.session_step = self.progress.step
+        try:  # the sessions so far, including one that ended after the checkpoint
+            self.sessions = read_json(self.run_dir / RESULT).get("sessions") or []
+        except (OSError, ValueError):
+            self.sessions = []
+        self.sessions.append(new_session(self.progress.step, self.env))
         rows = [r for r in read_jsonl(self.run_dir / METRICS) if r["step"] <= self.progress.step]
         if rows:
             self.final = {k: rows[-1][k] for k in FINAL_KEYS}

@@ -15,6 +15,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_SCRIPT = REPO / "slurm" / "local-cluster.sh"
+# The session's cluster has two nodes (node1, node2: separate hosts in their own network
+# namespaces), so the multi-node tests run on it and every other slurm test too. Like the
+# script, it lives in $PERCEIVER_SLURM_DIR on $PERCEIVER_SLURM_PORT when they are set.
+SESSION_NODES = 2
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
@@ -36,18 +40,22 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """The single-node cluster of slurm/local-cluster.sh, started once per session; yields
+    """The two-node cluster of slurm/local-cluster.sh, started once per session; yields
     its slurm.conf (also exported as SLURM_CONF). A cluster that was already running is
     left running. One that a pytest session started is stopped by the last pytest session
     using it, so concurrent sessions on this machine do not pull it from under each other."""
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-    absent = [b for b in ("munged", "slurmctld", "slurmd", "sbatch")
+    absent = [b for b in ("munged", "slurmctld", "slurmd", "sbatch", "ip")
               if not shutil.which(b, path=search)]
     if absent:
-        skip_or_fail(f"SLURM/munge not installed (no {', '.join(absent)}): "
-                     "run `apt-get install slurm-wlm munge` or `make test`")
+        skip_or_fail(f"SLURM/munge/iproute2 not installed (no {', '.join(absent)}): "
+                     "run `apt-get install slurm-wlm munge iproute2` or `make test`")
+    if os.geteuid() != 0:
+        skip_or_fail("the local cluster's nodes are network namespaces, which need root: "
+                     "run the slurm tests as root")
     was_running = subprocess.run([CLUSTER_SCRIPT, "status"], capture_output=True).returncode == 0
-    start = subprocess.run([CLUSTER_SCRIPT, "start"], capture_output=True, text=True)
+    start = subprocess.run([CLUSTER_SCRIPT, "start", "--nodes", str(SESSION_NODES)],
+                           capture_output=True, text=True)
     if start.returncode:
         pytest.fail(f"slurm/local-cluster.sh start failed:\n{start.stderr}", pytrace=False)
     conf = Path(start.stdout.strip().removeprefix("export SLURM_CONF="))

@@ -164,16 +164,22 @@ def test_script_lifecycle_on_a_private_cluster(tmp_path):
     so the session's cluster is untouched."""
     env = {**os.environ, "PERCEIVER_SLURM_DIR": str(tmp_path / "cluster"),
            "PERCEIVER_SLURM_PORT": "16917"}
-    run = lambda cmd: subprocess.run([SCRIPT, cmd], env=env, capture_output=True, text=True)
+    run = lambda *cmd: subprocess.run([SCRIPT, *cmd], env=env, capture_output=True, text=True)
     try:
         assert run("status").returncode == 1
+        bad = run("start", "--nodes", "two")
+        assert bad.returncode == 1 and "--nodes 'two' must be a whole number >= 1" in bad.stderr
         started = run("start")
         assert started.returncode == 0, started.stderr
         conf = tmp_path / "cluster" / "etc" / "slurm.conf"
         assert started.stdout == f"export SLURM_CONF={conf}\n"
         assert "SlurmctldPort=16917" in conf.read_text()
         again = run("start")
-        assert again.returncode == 0 and "already running" in again.stderr
+        assert again.returncode == 0 and "already running: 1 node(s)" in again.stderr
+        more = run("start", "--nodes", "2")
+        assert more.returncode == 1 and "running with 1 node(s), --nodes 2 asked" in more.stderr
+        lost = run("kill-node", "node1")
+        assert lost.returncode == 1 and "kill-node needs a multi-node cluster" in lost.stderr
         status = run("status")
         assert status.returncode == 0
         assert any(line.split()[:2] == ["debug*", "up"] and "idle" in line

@@ -236,7 +236,8 @@ def test_states_come_from_records_manifest_heartbeat_and_job_files(tmp_path, cap
     assert code == 0
     rows = {line.split()[0]: line.split() for line in text.splitlines()}
     assert rows["run"][:3] == ["run", "state", "model.num_latents"]
-    assert rows["done"][1:] == ["completed", "4", "10", "50.00", "25.00", "2.0M", "-", "1_4"]
+    assert rows["done"][1:] == ["completed", "4", "10", "50.00", "25.00", "2.0M", "-", "1_4",
+                                "-"]  # no nodes recorded
     assert rows["running"][6] == "2.0M" and rows["running"][8] == "ago"
     assert 29 <= int(rows["running"][7].removesuffix("s")) < 60
     assert "11 runs: " in text and "4 failed" in text

@@ -38,7 +38,7 @@ TINY = {"model.num_latents": 8, "model.latent_channels": 16, "model.num_blocks":
         "train.eval_every": 4, "train.warmup_steps": 2}
 RESULT_KEYS = {"run_id", "status", "step", "epoch", "final", "best", "params", "macs", "flops",
                "flops_breakdown", "wall_time_s", "samples_per_s", "versions", "host",
-               "started_at", "updated_at", "heartbeat", "error"}
+               "nodes", "sessions", "started_at", "updated_at", "heartbeat", "error"}
 ROW_KEYS = {"step", "epoch", "time_s", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
             "samples_per_s"}
 TIMING = ("time_s", "samples_per_s")  # the only fields of a metrics row that may differ
@@ -111,6 +111,10 @@ def test_a_run_completes_and_writes_every_record(completed):
     assert sum(result["flops_breakdown"].values()) == result["flops"]
     assert set(result["versions"]) == {"torch", "python", "package", "git_commit"}
     assert result["versions"]["torch"] == torch.__version__
+    assert result["nodes"] == [socket.gethostname()]  # one process: this host
+    (session,) = result["sessions"]
+    assert {k: session[k] for k in ("from_step", "to_step", "nodes", "status")} == \
+        {"from_step": 0, "to_step": steps, "nodes": result["nodes"], "status": "completed"}
 
     rows = read_jsonl(run_dir / METRICS)
     assert [r["step"] for r in rows] == [4, 8, 12, 16, 20]
@@ -210,6 +214,9 @@ def test_resume_after_an_exception_and_failed_status(completed, tmp_path, monkey
     assert result["status"] == "completed"
     assert result["final"] == read_json(reference / RESULT)["final"]
     assert curve(run_dir) == curve(reference)
+    assert [(s["from_step"], s["to_step"], s["status"], s.get("error"))
+            for s in result["sessions"]] == [(0, 8, "failed", "RuntimeError: boom"),
+                                            (8, 20, "completed", None)]
 
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == f"resumed {run_dir} at step 8/20"

@@ -2,7 +2,9 @@
 
 Works for any results folder with run records (a sweep, a study, runs of `train`); a
 sweep's manifest adds the runs that have not started and the logs of its jobs
-(experiments/tracking.py says how states are decided, without `sacct`).
+(experiments/tracking.py says how states are decided, without `sacct`). The `nodes` column
+is where the run's ranks last ran; a run that was interrupted and resumed (a requeue, a
+node lost mid-run) gets its story below the table, one line per session.
 """
 
 from __future__ import annotations
@@ -45,6 +47,20 @@ def age(seconds: float | None) -> str:
     return f"{max(seconds, 0):.0f}s ago"
 
 
+def story(sessions: list[dict]) -> str:
+    """One run's sessions: the steps each trained, where, in which job, how it ended."""
+    parts = []
+    for session in sessions:
+        job = session.get("job") or "-"
+        if session.get("restart"):
+            job += f" restart {session['restart']}"
+        parts.append(f"steps {session['from_step']}-{session['to_step']} on "
+                     f"{','.join(session['nodes'])} (job {job}, {session['started_at']}): "
+                     f"{session['status']}"
+                     + (f" [{session['error']}]" if session.get("error") else ""))
+    return "; ".join(parts)
+
+
 def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[str, int]:
     """(the status table and the logs of failed runs, number of failed runs)."""
     from experiments.config import ConfigError
@@ -72,13 +88,22 @@ def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[st
         rows.append([s.run_id, s.state, *(str(flat.get(k, "-")) for k in axes),
                      str(s.result.get("step", "-")), percent(final.get("val_acc")),
                      percent(final.get("test_acc")), human(flops) if flops else "-",
-                     age(s.heartbeat_age_s()) if active else "-", s.job_id or "-"])
+                     age(s.heartbeat_age_s()) if active else "-", s.job_id or "-",
+                     ",".join(s.result.get("nodes") or ["-"])])
     counts = {}
     for s in states:
         counts[s.state] = counts.get(s.state, 0) + 1
     lines = [table(["run", "state", *axes, "step", "val_acc", "test_acc", "FLOPs",
-                    "heartbeat", "job"], rows),
+                    "heartbeat", "job", "nodes"], rows),
              f"{len(states)} runs: " + ", ".join(f"{n} {state}" for state, n in counts.items())]
+    requeued = [s for s in states if s.state == "requeued" and s.note]
+    if requeued:
+        lines.append("requeued runs:")
+        lines += [f"  {s.run_id}: {s.note}" for s in requeued]
+    resumed = [s for s in states if len(s.result.get("sessions") or []) > 1]
+    if resumed:
+        lines.append("resumed runs (sessions: steps, nodes, job, end):")
+        lines += [f"  {s.run_id}: {story(s.result['sessions'])}" for s in resumed]
     failed = [s for s in states if s.state == "failed"]
     if failed:
         lines.append("failed runs (log, last error line):")

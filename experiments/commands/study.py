@@ -76,7 +76,7 @@ def start(spec, out: Path, args, cluster_overrides: dict):
 
     study, url, jobs = launch(spec, out, executor=args.executor, cluster=args.cluster,
                               workers=args.workers, profile_overrides=cluster_overrides)
-    print(f"study {spec.name}: {spec.trials} trials wanted, {len(jobs)} {args.executor} "
+    print(f"study {spec.name}: {spec.trials} trials wanted, {args.workers} {args.executor} "
           f"worker(s) ({', '.join(str(j.job_id) for j in jobs)}) on {public_url(url)}")
     print(f"follow it with: perceiver-ablate status {out}")
     print(f"or in a browser: optuna-dashboard {public_url(url)}")

@@ -95,13 +95,23 @@ def dry_run(sweep) -> None:
 
 def wait(folder: Path, run_ids: set[str]) -> None:
     """Until no run is queued or running and their jobs have exited (a DDP job's other
-    ranks, a packed job's remaining runs)."""
-    from experiments.tracking import ACTIVE, job_outcome, latest_jobs, read_manifest, run_states
+    ranks, a packed job's remaining runs, a job the controller requeues after a node loss)."""
+    from experiments.tracking import (
+        ACTIVE,
+        job_outcome,
+        latest_jobs,
+        read_manifest,
+        run_states,
+        slurm_queue,
+    )
 
     def busy() -> bool:
-        jobs = [job for run_id, job in latest_jobs(read_manifest(folder)).items()
-                if run_id in run_ids]
+        manifest = read_manifest(folder)
+        jobs = [job for run_id, job in latest_jobs(manifest).items() if run_id in run_ids]
+        queue = slurm_queue(manifest)
+        listed = [queue[job["job_id"]] for job, _ in jobs if job["job_id"] in queue]
         return any(s.state in ACTIVE for s in run_states(folder) if s.run_id in run_ids) or \
+            any(not q.finished for q in listed) or \
             any(job_outcome(job, submission, folder) in ("queued", "started", "requeued")
                 for job, submission in jobs)
 
