@@ -242,7 +242,3 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] | Mappi
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
     return resolve(content, overrides, preset)
-
-
-def dump_yaml(config: RunConfig) -> str:
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)

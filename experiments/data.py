@@ -32,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from experiments.config import DataConfig, RunConfig
+from experiments.errors import DataError
 from perceiver_core.config import ConfigError
 from perceiver_core.position import grid_positions
 
@@ -317,7 +318,7 @@ class ImageFiles(torch.utils.data.Dataset):
             with Image.open(path) as image:
                 image = image.convert("RGB")
         except (OSError, UnidentifiedImageError) as exc:
-            raise ConfigError(f"cannot decode image {path}: {exc}") from None
+            raise DataError(f"cannot decode image {path}: {exc}") from None
         width, height = image.size
         box = None
         if uniforms is None:

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from experiments.config import RunConfig
 from experiments.data import input_spec, load_splits
 from experiments.distributed import Distributed, init_distributed
+from experiments.errors import CheckpointError
 from experiments.optim import build_optimizer, build_schedule
 from experiments.records import (
     CHECKPOINT,
@@ -495,8 +496,9 @@ def load_trained(path: str | Path):
     path = Path(path)
     checkpoint = path / CHECKPOINT if path.is_dir() else path
     if not checkpoint.is_file():
-        raise ConfigError(f"no checkpoint at {checkpoint}: pass a run folder holding "
-                          f"{CHECKPOINT} (perceiver-ablate train prints it) or the file itself")
+        raise CheckpointError(f"no checkpoint at {checkpoint}: pass a run folder holding "
+                              f"{CHECKPOINT} (perceiver-ablate train prints it) or the file "
+                              "itself")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = RunConfig.from_dict(state["config"])
     spec = input_spec(cfg.data)

@@ -168,8 +168,8 @@ class CrossAttend(nn.Module):
     runs over x' itself with the query folded through W'_k and W'_v applied to its N
     outputs: the same function, parameters and gradients (up to rounding), without the
     (B, M, qk + v) projection, its backward and its activations, and x' needs no gradient
-    (InputAttention). A trace (the FLOP count) takes the projected form, which is what the
-    paper counts.
+    (InputAttention). The FLOP count (perceiver_core/accounting.py) counts the projected
+    form, as the paper does.
     """
 
     def __init__(self, latent_channels: int, input_channels: int, qk_channels: int,
@@ -184,13 +184,10 @@ class CrossAttend(nn.Module):
         self.mlp = MLP(latent_channels, widening_factor)
         self.foldable = heads == 1 and min(qk_channels, v_channels) >= input_channels
 
-    def folds(self) -> bool:
-        return self.foldable and not torch.jit.is_tracing()
-
     def keys_values(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         """(k, v), each (B, heads, M, d), from LN(inputs): the part of the cross-attend that
         scales with M besides the attention itself. Folded: k = v = [n(inputs), 1]."""
-        if self.folds():
+        if self.foldable:
             norm = self.input_norm
             x = F.layer_norm(inputs, norm.normalized_shape, eps=norm.eps)
             x = F.pad(x, (0, 1), value=1.0).unsqueeze(-3)
@@ -206,7 +203,7 @@ class CrossAttend(nn.Module):
         sharing these weights compute it once."""
         q = split_heads(self.q(self.latent_norm(latents)), self.heads)
         k, v = keys_values
-        if self.folds():  # one head: (..., 1, N, qk) -> (..., 1, N, C + 1) and back
+        if self.foldable:  # one head: (..., 1, N, qk) -> (..., 1, N, C + 1) and back
             weight, norm = self.kv.weight, self.input_norm
             w = torch.cat([weight * norm.weight, (weight @ norm.bias + self.kv.bias)[:, None]],
                           dim=1)
