@@ -1,4 +1,5 @@
-"""A run's full configuration: `model.*`, `encoding.*`, `data.*`, `train.*` (DESIGN.md).
+"""A run's full configuration: `model.*`, `encoding.*`, `data.*`, `train.*`
+(docs/design.md, "Config vocabulary").
 
 A config is built in layers, each validated: a preset (the project's small Fashion-MNIST
 default unless a file says `preset: NAME`), then a YAML file, then `key=value` overrides.

@@ -56,7 +56,8 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
 BLOCK_ELEMENTS = 1 << 22
 # Logits more than FLOOR below their row's maximum count as FLOOR: weights under e^-50
 # (< 2e-22, a relative error below M x 2e-22 in the output) would otherwise end as
-# subnormal floats, which x86 handles 10-100x slower in exp, GEMMs and products.
+# subnormal floats, which x86 handles far slower in exp, GEMMs and products
+# (docs/performance.md, "Subnormals").
 FLOOR = -50.0
 
 
@@ -79,11 +80,8 @@ class InputAttention(torch.autograd.Function):
     carries the scale. On CPU this beats SDPA's flash kernel, which keeps no weights either
     but runs its own small-tile loops and computes gradients for x: here each block (see
     `blocks`) is a few BLAS calls (forward: logits, weights @ x; backward recomputes the
-    weights from the saved row log-sum-exps, then dP = dout x^T and dq += dS x). Measured
-    fwd + bwd at one thread, scaled N(0, 1) logits: 1.46x SDPA at the mid benchmark's
-    shape (B 8, N 256, M 4096, d 262), 1.53x at paper-imagenet's (B 1, N 512, M 50,176),
-    1.15x at Fashion-MNIST's (B 32, N 32, M 784, d 37); with sharp (unscaled) logits SDPA
-    runs into subnormals and is ~10x slower (see FLOOR)."""
+    weights from the saved row log-sum-exps, then dP = dout x^T and dq += dS x). What that
+    gains over SDPA, at which shapes: docs/performance.md, "InputAttention"."""
 
     @staticmethod
     def forward(ctx, q: Tensor, x: Tensor) -> Tensor:
