@@ -24,7 +24,7 @@ from analysis.results import SEED, ablation, config_columns, finished, percent, 
 from analysis.style import label
 from experiments.config import DataConfig
 from experiments.data import input_spec
-from perceiver_core.accounting import human
+from experiments.formatting import human
 
 HYPERPARAMETER_AXES = ("model.num_latents", "model.latent_channels",
                        "model.self_attends_per_block", "model.num_cross_attends")  # Fig. 5

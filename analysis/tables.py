@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis.results import ablation, finished, percent
 from analysis.style import ARCH_NAMES, label
-from perceiver_core.accounting import human
+from experiments.formatting import human
 
 
 class Table(NamedTuple):

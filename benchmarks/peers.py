@@ -44,7 +44,7 @@ DIFFERENCES = {
 
 
 def cross_channels(cfg: RunConfig, spec: InputSpec) -> int:
-    """Our cross-attend's q/k/v width: min(input channels with positions, D) (PAPER.md)."""
+    """Our cross-attend's q/k/v width: min(input channels with positions, D) (docs/paper.md)."""
     e = cfg.encoding
     channels = spec.channels + len(spec.index_shape) * (2 * e.num_bands
                                                         + int(e.concat_raw_position))

@@ -6,7 +6,7 @@ on a synthetic batch of the config's input shape, so the figures are what
 `perceiver-ablate train` reaches without data loading. On CUDA the batch waits in pinned
 host memory and the step copies it over, as from a pinned loader.
 
-FLOPs follow the paper's convention (PAPER.md): a training step counts 3 x the forward
+FLOPs follow the paper's convention (docs/paper.md): a training step counts 3 x the forward
 FLOPs of count_flops (backward ~ 2 x forward). MFU divides the achieved rate by the peak
 matmul rate measured in the same process, on the same device and in the compute dtype
 (fp32, or bf16 under autocast; a loop of large square matmuls), so it says how close the

@@ -1,4 +1,5 @@
-"""`perceiver-ablate`: one console script, subcommands from entry points (DESIGN.md)."""
+"""`perceiver-ablate`: one console script, subcommands from entry points (docs/design.md,
+"The command line")."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import sys
 from importlib.metadata import entry_points
 
+from experiments.errors import CheckpointError, DataError
 from perceiver_core.config import ConfigError
 
 GROUP = "perceiver_ablate.commands"
@@ -36,12 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.run(args) or 0
-    except ConfigError as exc:
+    except (ConfigError, DataError, CheckpointError) as exc:
         print(f"perceiver-ablate {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except NotImplementedError as exc:
-        print(f"perceiver-ablate {args.command}: {exc}", file=sys.stderr)
-        return 3
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""A run's full configuration: `model.*`, `encoding.*`, `data.*`, `train.*` (DESIGN.md).
+"""A run's full configuration: `model.*`, `encoding.*`, `data.*`, `train.*`
+(docs/design.md, "Config vocabulary").
 
 A config is built in layers, each validated: a preset (the project's small Fashion-MNIST
 default unless a file says `preset: NAME`), then a YAML file, then `key=value` overrides.
@@ -242,7 +243,3 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] | Mappi
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
     return resolve(content, overrides, preset)
-
-
-def dump_yaml(config: RunConfig) -> str:
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,4 +1,4 @@
-"""Data sets as (inputs, positions, labels) batches (DESIGN.md, issue 4).
+"""Data sets as (inputs, positions, labels) batches (docs/design.md, "Data flow").
 
 Every data set becomes three splits: train, a validation split carved from train with a
 fixed seed (never train.seed, so every run of a sweep validates on the same images) and
@@ -10,7 +10,7 @@ The batch order and every random augmentation are pure functions of (seed, epoch
 drawn for the global batch and then sharded, so a resumed run (start_batch) sees exactly
 the batches an uninterrupted one would, and DDP ranks together see what one process with
 the same global batch sees. Positions are built before the optional pixel permutation
-and permuted with the inputs (PAPER.md, Table 2).
+and permuted with the inputs (docs/paper.md, Table 2).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from experiments.config import DataConfig, RunConfig
+from experiments.errors import DataError
 from perceiver_core.config import ConfigError
 from perceiver_core.position import grid_positions
 
@@ -317,7 +318,7 @@ class ImageFiles(torch.utils.data.Dataset):
             with Image.open(path) as image:
                 image = image.convert("RGB")
         except (OSError, UnidentifiedImageError) as exc:
-            raise ConfigError(f"cannot decode image {path}: {exc}") from None
+            raise DataError(f"cannot decode image {path}: {exc}") from None
         width, height = image.size
         box = None
         if uniforms is None:

@@ -75,9 +75,9 @@ def local_layout(num_runs: int, runs_per_job: int | None,
     """(runs per job, torch threads per task) for the local executor, which starts every
     job at once: by default one job per core, each training its share of the runs with one
     thread. Independent runs scale almost linearly with cores, while one small Perceiver
-    on a CPU gains little from more intra-op threads (the fashion-mnist preset: 0.68 s per
-    step on one thread, 0.49 s on two), so one thread per run gets the most runs done; a
-    sweep with fewer runs than cores gives each run the spare cores as threads."""
+    on a CPU gains little from more intra-op threads (docs/performance.md, "Threads"), so
+    one thread per run gets the most runs done; a sweep with fewer runs than cores gives
+    each run the spare cores as threads."""
     available = available or cores()
     if runs_per_job is None:
         runs_per_job = math.ceil(num_runs / min(num_runs, available))

@@ -1,6 +1,6 @@
 """Optimizers and learning-rate schedules of the `train.*` vocabulary.
 
-LAMB is the paper's optimizer (PAPER.md: lr 0.004, /10 at epochs 84, 102, 114 of 120). It
+LAMB is the paper's optimizer (docs/paper.md: lr 0.004, /10 at epochs 84, 102, 114 of 120). It
 comes from the maintained `pytorch-optimizer` package, configured as in the LAMB paper
 (You et al. 2020): the weight decay is added to the Adam direction *before* the layer-wise
 trust ratio ||w|| / ||update|| is taken. AdamW is torch's. Weight decay applies to matrices

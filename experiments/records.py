@@ -1,4 +1,5 @@
-"""Run records: the interface between `experiments` and `analysis` (DESIGN.md, Results layout).
+"""Run records: the interface between `experiments` and `analysis` (docs/design.md,
+"Results layout").
 
     results/<sweep-or-study>/<run-id>/
         config.yaml      the fully resolved RunConfig (nested sections)

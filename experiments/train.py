@@ -1,4 +1,5 @@
-"""One training run: `train_run(cfg, run_dir)` trains, evaluates and records (DESIGN.md).
+"""One training run: `train_run(cfg, run_dir)` trains, evaluates and records (docs/design.md,
+"Data flow").
 
 The loop is deliberately plain: draw a batch, step, and every `train.eval_every` steps
 evaluate on the validation split, append a metrics row, checkpoint and refresh
@@ -42,6 +43,7 @@ import torch.nn.functional as F
 from experiments.config import RunConfig
 from experiments.data import input_spec, load_splits
 from experiments.distributed import Distributed, init_distributed
+from experiments.errors import CheckpointError
 from experiments.optim import build_optimizer, build_schedule
 from experiments.records import (
     CHECKPOINT,
@@ -144,9 +146,9 @@ def finished_result(cfg: RunConfig, run_dir: Path) -> dict | None:
 def config_flops(cfg: RunConfig) -> dict:
     """count_flops (params, MACs, paper FLOPs, breakdown) of one example of cfg's data.
 
-    A Perceiver is built on the meta device (shapes only: the paper's ImageNet model is
-    counted in about a second); the CNN/ViT baselines run one example on the CPU, as
-    torch.jit tracing of convolutions fails on meta tensors.
+    A Perceiver is built on the meta device (shapes only, so even the paper's ImageNet
+    model is counted without allocating its weights or activations); the CNN/ViT baselines
+    run one example on the CPU, as torch.jit tracing of convolutions fails on meta tensors.
     """
     spec = input_spec(cfg.data)
     with torch.device("meta" if cfg.model.arch == "perceiver" else "cpu"):
@@ -202,9 +204,8 @@ def keep_freed_memory() -> None:
 
     By default glibc maps every block above its mmap threshold (at most 32 MiB) fresh from
     the OS and unmaps it when freed, so each such tensor is page-faulted in again on every
-    step: at M = 65,536 inputs (137 MB activations) that was a quarter of a CPU training
-    step (benchmarks/, README "Performance"). The cost: freed memory stays resident for
-    reuse. A no-op without glibc.
+    step, a large share of a CPU training step at large M (docs/performance.md, "Scaling
+    in M"). The cost: freed memory stays resident for reuse. A no-op without glibc.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -521,8 +522,9 @@ def load_trained(path: str | Path):
     path = Path(path)
     checkpoint = path / CHECKPOINT if path.is_dir() else path
     if not checkpoint.is_file():
-        raise ConfigError(f"no checkpoint at {checkpoint}: pass a run folder holding "
-                          f"{CHECKPOINT} (perceiver-ablate train prints it) or the file itself")
+        raise CheckpointError(f"no checkpoint at {checkpoint}: pass a run folder holding "
+                              f"{CHECKPOINT} (perceiver-ablate train prints it) or the file "
+                              "itself")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = RunConfig.from_dict(state["config"])
     spec = input_spec(cfg.data)

@@ -1,4 +1,5 @@
-"""Params and FLOPs with fvcore, in the paper's convention (PAPER.md, "How the paper counts").
+"""Params and FLOPs with fvcore, in the paper's convention (docs/paper.md, "How the paper
+counts FLOPs").
 
 The paper counts matmuls only, 1 multiply-add = 2 FLOPs. fvcore counts 1 multiply-add as 1
 (`macs` here) and traces the model with torch.jit, but it silently counts ops it has no
@@ -8,10 +9,14 @@ elementwise / normalisation / data-movement ops zero (fvcore's own LayerNorm and
 estimates are replaced too, so `flops` is matmuls only, as in the paper, and agrees
 exactly with torch.utils.flop_counter). An op nobody thought of lands in
 `unsupported_ops`, which the tests require to be empty for every architecture.
+
+The model itself has no counting mode: the accounting traces `paper_form(model)`, the
+network as the paper writes it, which runs every matmul the paper counts.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from typing import Any
@@ -40,15 +45,23 @@ def zero_macs(inputs: list, outputs: list) -> int:
     return 0
 
 
-def human(count: float | None) -> str:
-    """404.3e9 -> '404.3B', 44.9e6 -> '44.9M', 640 -> '640', None/NaN -> '-': the paper's
-    way of writing parameter and FLOP counts."""
-    if count is None or math.isnan(count):
-        return "-"
-    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(count) >= scale:
-            return f"{count / scale:.1f}{suffix}"
-    return f"{count:.0f}"
+def paper_form(model: nn.Module) -> nn.Module:
+    """The network whose matmuls the paper counts. A Perceiver runs fewer: cross-attends
+    that share weights project their inputs once, and a folded cross-attend never projects
+    them (perceiver_core/attention.py, CrossAttend), while the paper counts a key/value
+    projection for every cross-attend. Its paper form is a copy in which every cross-attend
+    is a module of its own and unfolded: it computes the same function with the same
+    weights (shared, not copied), through the paper's matmuls. Other models are their own
+    paper form."""
+    cross_attends = getattr(model, "cross_attends", None)
+    if cross_attends is None:
+        return model
+    weights = {id(p): p for p in model.parameters()}  # deepcopy's memo: new modules only
+    form = copy.deepcopy(model, dict(weights))
+    form.cross_attends = nn.ModuleList(copy.deepcopy(c, dict(weights)) for c in cross_attends)
+    for cross in form.cross_attends:
+        cross.foldable = False
+    return form
 
 
 def count_params(model: nn.Module) -> int:
@@ -63,7 +76,7 @@ def count_flops(model: nn.Module, inputs: Tensor, positions: Tensor) -> dict[str
     with warnings.catch_warnings():  # fvcore.nn jit-scripts a loss at import: deprecated
         warnings.simplefilter("ignore", DeprecationWarning)
         from fvcore.nn import FlopCountAnalysis
-    analysis = FlopCountAnalysis(model, (inputs, positions))
+    analysis = FlopCountAnalysis(paper_form(model), (inputs, positions))
     analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_macs)
     analysis.set_op_handle(**{op: zero_macs for op in ZERO_COST_OPS})
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)

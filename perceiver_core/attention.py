@@ -56,7 +56,8 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
 BLOCK_ELEMENTS = 1 << 22
 # Logits more than FLOOR below their row's maximum count as FLOOR: weights under e^-50
 # (< 2e-22, a relative error below M x 2e-22 in the output) would otherwise end as
-# subnormal floats, which x86 handles 10-100x slower in exp, GEMMs and products.
+# subnormal floats, which x86 handles far slower in exp, GEMMs and products
+# (docs/performance.md, "Subnormals").
 FLOOR = -50.0
 
 
@@ -79,11 +80,8 @@ class InputAttention(torch.autograd.Function):
     carries the scale. On CPU this beats SDPA's flash kernel, which keeps no weights either
     but runs its own small-tile loops and computes gradients for x: here each block (see
     `blocks`) is a few BLAS calls (forward: logits, weights @ x; backward recomputes the
-    weights from the saved row log-sum-exps, then dP = dout x^T and dq += dS x). Measured
-    fwd + bwd at one thread, scaled N(0, 1) logits: 1.46x SDPA at the mid benchmark's
-    shape (B 8, N 256, M 4096, d 262), 1.53x at paper-imagenet's (B 1, N 512, M 50,176),
-    1.15x at Fashion-MNIST's (B 32, N 32, M 784, d 37); with sharp (unscaled) logits SDPA
-    runs into subnormals and is ~10x slower (see FLOOR)."""
+    weights from the saved row log-sum-exps, then dP = dout x^T and dq += dS x). What that
+    gains over SDPA, at which shapes: docs/performance.md, "InputAttention"."""
 
     @staticmethod
     def forward(ctx, q: Tensor, x: Tensor) -> Tensor:
@@ -168,8 +166,8 @@ class CrossAttend(nn.Module):
     runs over x' itself with the query folded through W'_k and W'_v applied to its N
     outputs: the same function, parameters and gradients (up to rounding), without the
     (B, M, qk + v) projection, its backward and its activations, and x' needs no gradient
-    (InputAttention). A trace (the FLOP count) takes the projected form, which is what the
-    paper counts.
+    (InputAttention). The FLOP count (perceiver_core/accounting.py) counts the projected
+    form, as the paper does.
     """
 
     def __init__(self, latent_channels: int, input_channels: int, qk_channels: int,
@@ -184,13 +182,10 @@ class CrossAttend(nn.Module):
         self.mlp = MLP(latent_channels, widening_factor)
         self.foldable = heads == 1 and min(qk_channels, v_channels) >= input_channels
 
-    def folds(self) -> bool:
-        return self.foldable and not torch.jit.is_tracing()
-
     def keys_values(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         """(k, v), each (B, heads, M, d), from LN(inputs): the part of the cross-attend that
         scales with M besides the attention itself. Folded: k = v = [n(inputs), 1]."""
-        if self.folds():
+        if self.foldable:
             norm = self.input_norm
             x = F.layer_norm(inputs, norm.normalized_shape, eps=norm.eps)
             x = F.pad(x, (0, 1), value=1.0).unsqueeze(-3)
@@ -206,7 +201,7 @@ class CrossAttend(nn.Module):
         sharing these weights compute it once."""
         q = split_heads(self.q(self.latent_norm(latents)), self.heads)
         k, v = keys_values
-        if self.folds():  # one head: (..., 1, N, qk) -> (..., 1, N, C + 1) and back
+        if self.foldable:  # one head: (..., 1, N, qk) -> (..., 1, N, C + 1) and back
             weight, norm = self.kv.weight, self.input_norm
             w = torch.cat([weight * norm.weight, (weight @ norm.bias + self.kv.bias)[:, None]],
                           dim=1)

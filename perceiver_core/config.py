@@ -1,6 +1,6 @@
 """The `model.*` and `encoding.*` vocabulary.
 
-Defaults are the paper's ImageNet model (PAPER.md): every deviation the project offers is
+Defaults are the paper's ImageNet model (docs/paper.md): every deviation the project offers is
 an option whose default is the paper's choice. Validation happens on construction so a bad
 sweep point fails before anything is built, submitted or written.
 """

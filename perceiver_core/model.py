@@ -1,4 +1,4 @@
-"""The Perceiver (Jaegle et al., ICML 2021), as specified in PAPER.md.
+"""The Perceiver (Jaegle et al., ICML 2021), as specified in docs/paper.md.
 
 A learned latent array (N, D) repeatedly cross-attends to the input array (M, C) -- the
 inputs with their position features concatenated -- and is refined between cross-attends by
@@ -96,9 +96,8 @@ class Perceiver(nn.Module):
         for kind, i in self.schedule:
             if kind == "cross":
                 cross = self.cross_attends[i]
-                key = "folded" if cross.folds() else id(cross)
-                # A FLOP count (a trace) counts every cross-attend's projection, as the paper.
-                if key not in keys_values or torch.jit.is_tracing():
+                key = "folded" if cross.foldable else id(cross)
+                if key not in keys_values:
                     keys_values[key] = cross.keys_values(x)
                 z, attention = cross(z, keys_values[key], return_attention)
                 maps.append(attention)

@@ -20,11 +20,11 @@ def paper(**overrides):
     return config_flops(cfg)
 
 
-# (overrides, FLOPs, params) from PAPER.md Tables 5, 6, 7.
+# (overrides, FLOPs, params) from docs/paper.md, "Tables to reproduce": Tables 5, 6, 7.
 AT_START = "at_start"
 PAPER_ROWS = {
     # Table 6, 1 cross-attend "at start" is listed as 41.1M, but with one cross-attend both
-    # placements are the same network (PAPER.md): this architecture gives 42.1M for both.
+    # placements are the same network (docs/paper.md): this architecture gives 42.1M for both.
     "t6-1-at_start": (dict(num_cross_attends=1, cross_attend_placement=AT_START), 404.3e9, 42.1e6),
     "t6-1-interleaved": (dict(num_cross_attends=1), 404.3e9, 42.1e6),
     "t6-2-at_start": (dict(num_cross_attends=2, cross_attend_placement=AT_START), 447.6e9, 44.9e6),
@@ -54,7 +54,7 @@ def test_paper_tables_within_one_percent(row):
 
 
 def test_one_cross_attend_and_one_self_attend_cost_what_the_paper_says():
-    """PAPER.md: ~43.2 GFLOP per cross-attend, ~7.5 GFLOP per self-attend layer."""
+    """docs/paper.md: ~43.2 GFLOP per cross-attend, ~7.5 GFLOP per self-attend layer."""
     one = paper(num_cross_attends=1, num_blocks=1, self_attends_per_block=1)
     two = paper(num_cross_attends=1, num_blocks=1, self_attends_per_block=2)
     assert one["breakdown"]["cross_attends"] == pytest.approx(43.2e9, rel=0.005)

@@ -196,6 +196,25 @@ def test_folded_cross_attends_compute_the_projected_function():
     assert not small(cross_qk_channels=8).cross_attends[0].foldable  # qk < C: project
 
 
+def test_the_paper_form_is_the_same_function_and_counting_leaves_the_model_alone():
+    """The FLOP count traces paper_form(model), in which cross-attends 2..4 are separate,
+    unfolded modules on the model's own weights: it must compute the model's logits, and
+    counting must neither copy weights nor change the model (sharing, folding)."""
+    from perceiver_core.accounting import count_flops, paper_form
+
+    model = small()
+    inputs, pos = batch()
+    form = paper_form(model)
+    assert len({id(c) for c in model.cross_attends}) == 2
+    assert len({id(c) for c in form.cross_attends}) == 4
+    assert not any(c.foldable for c in form.cross_attends)
+    assert {id(p) for p in form.parameters()} == {id(p) for p in model.parameters()}
+    torch.testing.assert_close(form(inputs, pos), model(inputs, pos))
+    count_flops(model, inputs, pos)
+    assert len({id(c) for c in model.cross_attends}) == 2
+    assert all(c.foldable for c in model.cross_attends)
+
+
 # one block; blocks of one example and 20 of its 64 inputs (a softmax across 4 blocks)
 @pytest.mark.parametrize("elements", [1 << 22, 400])
 def test_input_attention_is_attention_with_a_gradient_for_the_queries_only(elements,

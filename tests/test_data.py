@@ -25,6 +25,7 @@ from experiments.data import (
     load_splits,
     random_resized_crop,
 )
+from experiments.errors import DataError
 from perceiver_core.config import ConfigError
 from perceiver_core.position import grid_positions
 
@@ -500,7 +501,7 @@ def test_image_folder_errors(folder, tmp_path):
     (folder / "val" / "bird").rmdir()
     (folder / "val" / "cat" / "0.JPEG").write_bytes(b"not a jpeg")
     test = load_splits(image_config(folder)).test
-    with pytest.raises(ConfigError, match=r"cannot decode image .*cat/0.JPEG"):
+    with pytest.raises(DataError, match=r"cannot decode image .*cat/0.JPEG"):
         list(test.batches(4, seed=0, epoch=0, train=False))
 
 

@@ -40,9 +40,3 @@ def config_from_args(args: argparse.Namespace):
     if stray:
         raise ConfigError(f"expected key=value overrides after the config file, got {stray}")
     return load_config(path, items, preset=getattr(args, "preset", None)), path
-
-
-def not_yet(issue: int) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        raise NotImplementedError(f"`{args.command}` is not implemented yet (issue {issue})")
-    return run

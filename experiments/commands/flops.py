@@ -14,7 +14,7 @@ def add_arguments(parser):
 
 
 def table(counts: dict) -> str:
-    from perceiver_core.accounting import human
+    from experiments.formatting import human
 
     rows = [("params", counts["params"]), ("MACs (fvcore)", counts["macs"]),
             ("FLOPs (paper, 2 x MACs)", counts["flops"])]

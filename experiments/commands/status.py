@@ -64,8 +64,8 @@ def story(sessions: list[dict]) -> str:
 def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[str, int]:
     """(the status table and the logs of failed runs, number of failed runs)."""
     from experiments.config import ConfigError
+    from experiments.formatting import human
     from experiments.tracking import run_states
-    from perceiver_core.accounting import human
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -70,8 +70,8 @@ def samples_seen(cfg) -> int:
 
 def dry_run(sweep) -> None:
     from experiments.commands.status import table
+    from experiments.formatting import human
     from experiments.train import config_flops
-    from perceiver_core.accounting import human
 
     counts = {}
     rows, total = [], 0

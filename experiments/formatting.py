@@ -1,0 +1,16 @@
+"""How the command line, tables and figures write counts: one spelling everywhere."""
+
+from __future__ import annotations
+
+import math
+
+
+def human(count: float | None) -> str:
+    """404.3e9 -> '404.3B', 44.9e6 -> '44.9M', 640 -> '640', None/NaN -> '-': the paper's
+    way of writing parameter and FLOP counts."""
+    if count is None or math.isnan(count):
+        return "-"
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(count) >= scale:
+            return f"{count / scale:.1f}{suffix}"
+    return f"{count:.0f}"

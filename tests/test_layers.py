@@ -1,0 +1,149 @@
+"""The layers of docs/design.md ("Layout"), read off the `ast` of every module: the core
+imports nothing of the project, `experiments` nothing of `analysis`, `analysis` only the run
+records, the config vocabulary and the checkpoint loader, and no module imports a command.
+
+Imports inside functions count as much as those at the top. A module that still breaks a
+rule is marked xfail(strict=True) with what it imports: fixing it makes the test fail until
+the mark goes.
+"""
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("perceiver_core", "experiments", "analysis")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for package in PACKAGES
+           for path in sorted((ROOT / package).rglob("*.py"))}
+
+
+def imports(source: str, module: str, is_package: bool = False) -> set[tuple[str, str | None]]:
+    """{(module, name or None)} that `source` imports: `from m import n` is (m.n, None) when
+    m.n is a module of the project, else (m, n); relative imports are resolved."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {(alias.name, None) for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = module.split(".")[:len(module.split(".")) - node.level + is_package]
+                base = ".".join(package + ([base] if base else []))
+            for alias in node.names:
+                target = f"{base}.{alias.name}"
+                found.add((target, None) if target in MODULES else (base, alias.name))
+    return found
+
+
+def project_imports(module: str) -> set[tuple[str, str | None]]:
+    path = MODULES[module]
+    return {(target, name) for target, name in
+            imports(path.read_text(), module, path.name == "__init__.py")
+            if target.split(".")[0] in PACKAGES}
+
+
+def is_command(module: str) -> bool:
+    """experiments/commands/NAME.py and analysis/commands/NAME.py (not the packages, which
+    hold the interface every command implements)."""
+    parts = module.split(".")
+    return len(parts) == 3 and parts[1] == "commands"
+
+
+def cases(package: str, breaks: dict[str, str]) -> list:
+    unknown = set(breaks) - set(MODULES)
+    assert not unknown, f"known breaks name modules that do not exist: {unknown}"
+    return [pytest.param(module, id=module, marks=[pytest.mark.xfail(strict=True,
+                                                                      reason=breaks[module])]
+                         if module in breaks else [])
+            for module in MODULES if module.split(".")[0] == package or package == "*"]
+
+
+# ---------------------------------------------------------------- the import collector itself
+
+
+def test_the_collector_sees_every_form_of_import():
+    source = """
+import torch.nn
+from perceiver_core import attention, build_model
+from experiments.records import read_json as read
+def lazy():
+    from analysis.results import finished
+from . import results
+from .style import label
+"""
+    assert imports(source, "analysis.tables") == {
+        ("torch.nn", None), ("perceiver_core.attention", None), ("perceiver_core", "build_model"),
+        ("experiments.records", "read_json"), ("analysis.results", "finished"),
+        ("analysis.results", None), ("analysis.style", "label")}
+    assert ("analysis.commands.figures", None) in imports("from . import figures",
+                                                          "analysis.commands", is_package=True)
+
+
+# ---------------------------------------------------------------- the rules
+
+
+CORE_THIRD_PARTY = {"torch", "fvcore"}
+
+
+@pytest.mark.parametrize("module", cases("perceiver_core", {}))
+def test_the_core_imports_only_itself_torch_and_fvcore(module):
+    path = MODULES[module]
+    roots = {target.split(".")[0] for target, _ in
+             imports(path.read_text(), module, path.name == "__init__.py")}
+    outside = roots - {"perceiver_core", "__future__"} - CORE_THIRD_PARTY - set(
+        sys.stdlib_module_names)
+    assert not outside, f"{module} imports {sorted(outside)}"
+
+
+@pytest.mark.parametrize("module", cases("experiments", {}))
+def test_experiments_imports_nothing_of_analysis(module):
+    found = sorted(target for target, _ in project_imports(module)
+                   if target.split(".")[0] == "analysis")
+    assert not found, f"{module} imports {found}"
+
+
+# What analysis may read of experiments: the run records, the config vocabulary, how counts
+# are written, the command interface, and one checkpoint loader (module, name).
+ANALYSIS_READS = {"experiments.records", "experiments.config", "experiments.formatting",
+                  "experiments.commands"}
+ANALYSIS_LOADER = {("experiments.train", "load_trained")}
+ANALYSIS_BREAKS = {
+    "analysis.attention": "loads test images with experiments.data.load_splits",
+    "analysis.demo": "runs the sweep itself: experiments.sweep, launch, tracking, cluster "
+                     "and commands.sweep (samples_seen, wait)",
+    "analysis.figures": "recovers the image shape with experiments.data.input_spec",
+    "analysis.report": "reads studies with experiments.study.load_recorded",
+    "analysis.results": "joins trials with experiments.study.trial_columns",
+}
+
+
+@pytest.mark.parametrize("module", cases("analysis", ANALYSIS_BREAKS))
+def test_analysis_reads_only_records_vocabulary_and_the_loader(module):
+    found = sorted(f"{target}.{name}" if name else target
+                   for target, name in project_imports(module)
+                   if target.split(".")[0] == "experiments" and target not in ANALYSIS_READS
+                   and (target, name) not in ANALYSIS_LOADER)
+    assert not found, f"{module} imports {found}"
+
+
+COMMAND_BREAKS = {
+    "experiments.commands.study": "imports experiments.commands.sweep (split_items)",
+    "experiments.commands.sweep": "imports experiments.commands.status (table, report)",
+    "analysis.demo": "imports experiments.commands.sweep (samples_seen, wait)",
+}
+
+
+@pytest.mark.parametrize("module", cases("*", COMMAND_BREAKS))
+def test_commands_are_leaves(module):
+    found = sorted(target for target, _ in project_imports(module)
+                   if is_command(target) and target != module)
+    assert not found, f"{module} imports the command module(s) {found}"
