@@ -6,6 +6,7 @@ import argparse
 import sys
 from importlib.metadata import entry_points
 
+from experiments.records import RecordWriteError
 from perceiver_core.config import ConfigError
 
 GROUP = "perceiver_ablate.commands"
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"perceiver-ablate {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RecordWriteError as exc:  # a full or read-only disk: one line, no traceback
+        print(f"perceiver-ablate {args.command}: error: {exc.strerror}", file=sys.stderr)
+        return 1
     except NotImplementedError as exc:
         print(f"perceiver-ablate {args.command}: {exc}", file=sys.stderr)
         return 3

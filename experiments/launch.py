@@ -26,8 +26,12 @@ from pathlib import Path
 
 from experiments.cluster import Profile, Requeueable, make_executor
 from experiments.config import RunConfig
+from experiments.identity import migrate
+from experiments.locks import folder_lock
 from experiments.sweep import Point, Sweep
 from experiments.tracking import add_submission, relative, run_states
+
+SUBMITTABLE = ("new", "failed")
 
 
 class SweepJob(Requeueable):
@@ -88,8 +92,11 @@ def local_layout(num_runs: int, runs_per_job: int | None,
 def plan(sweep: Sweep, folder: Path, rerun_failed: bool = False
          ) -> tuple[list[Point], dict[str, list[Point]]]:
     """(points to submit, the others by state): a point is submitted unless it finished,
-    is queued or running, or failed (unless rerun_failed)."""
-    states = {s.run_id: s.state for s in run_states(folder)}
+    is queued or running, or failed (unless rerun_failed). Run folders named by an
+    earlier version's ids are renamed first (experiments/identity.py)."""
+    with folder_lock(folder):
+        migrate(folder)
+        states = {s.run_id: s.state for s in run_states(folder)}
     submit, kept = [], {}
     for point in sweep.points:
         state = states.get(point.run_id, "new")
@@ -105,7 +112,31 @@ def submit(sweep: Sweep, points: list[Point], folder: Path, profile: Profile, *,
            profile_overrides: dict | None = None) -> dict:
     """Submit `points` (as one array on SLURM) and record the submission in the sweep
     folder's manifest; returns the submission entry. The debug executor trains them here,
-    in this process, after the manifest is written."""
+    in this process, after the manifest is written.
+
+    The folder lock is held from reading the runs' states to recording the submission, so
+    this claims its runs: a point that another command queued, ran or finished since
+    `plan` looked is dropped here, and concurrent submissions into one folder neither
+    submit a run twice nor lose each other's manifest entries."""
+    with folder_lock(folder):
+        states = {s.run_id: s.state for s in run_states(folder)}
+        points = [p for p in points if states.get(p.run_id, "new") in SUBMITTABLE]
+        if not points:
+            return {"submitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "jobs": [], "runs_per_job": 0, "threads": None}
+        entry, jobs = submit_claimed(sweep, points, folder, profile, executor=executor,
+                                     runs_per_job=runs_per_job,
+                                     profile_overrides=profile_overrides)
+    if executor == "debug":
+        for job in jobs:
+            job.result()
+    return entry
+
+
+def submit_claimed(sweep: Sweep, points: list[Point], folder: Path, profile: Profile, *,
+                   executor: str, runs_per_job: int | None, profile_overrides: dict | None
+                   ) -> tuple[dict, list]:
+    """(manifest entry, submitit jobs) of points nobody else submits (the lock is held)."""
     overrides = dict(profile_overrides or {})
     # One log folder per SLURM job (arrays can be large); local jobs share one.
     logs = folder / "submitit" / ("%j" if executor == "slurm" else "")
@@ -129,10 +160,7 @@ def submit(sweep: Sweep, points: list[Point], folder: Path, profile: Profile, *,
                  for job, group in zip(jobs, groups, strict=True)]}
     add_submission(folder, [{"run_id": p.run_id, "params": p.params,
                              "config": p.config.to_dict()} for p in points], entry)
-    if executor == "debug":
-        for job in jobs:
-            job.result()
-    return entry
+    return entry, jobs
 
 
 def job_entry(job, group: list[Point], folder: Path, in_process: bool) -> dict:

@@ -135,11 +135,26 @@ def signal_mid_trial(study, signum: int):
     ({"pruner": {"name": "median", "n_warmup_steps": -1}}, "pruner:"),
     ({"trials": 0}, "trials=0 must be >= 1"),
     ({"direction": "maximize"}, "unknown study key(s) ['direction']"),
+    ({"space": {"train.lr": {"type": "float", "low": float("nan"), "high": 0.1}}},
+     "space.train.lr.low=nan must be a finite number"),
+    ({"space": {"train.lr": {"type": "float", "low": 1e-3, "high": float("inf")}}},
+     "space.train.lr.high=inf must be a finite number"),
+    ({"stale_after_s": float("inf")}, "stale_after_s=inf must be a finite number"),
 ])
 def test_bad_study_files_are_rejected_naming_the_key(tmp_path, fields, message):
     with pytest.raises(ConfigError) as error:
         S.load_study(write_study(tmp_path, **fields))
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n"])
+def test_an_empty_study_file_is_rejected_before_anything_is_written(tmp_path, capsys, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    out = tmp_path / "out"
+    assert main(["study", str(path), "--out", str(out)]) == 2
+    assert f"{path}: the study file is empty" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_bad_search_space_fails_before_any_worker_starts(tmp_path, capsys):

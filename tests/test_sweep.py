@@ -92,6 +92,10 @@ def test_expansion_is_zip_then_grid_then_seeds_with_overrides_on_the_base(tmp_pa
     ({"seeds": [0, "one"]}, r"seeds: must be a non-empty list of integers"),
     ({"seeds": [0], "grid": {"train.seed": [1]}}, r"seeds: and a train.seed axis"),
     ({"base": {"preset": "nope"}}, r"base: unknown preset 'nope'"),
+    ({}, r"no axes: give `grid:`, `zip:` or `seeds:`"),
+    ({"grid": {}, "zip": None}, r"no axes"),
+    ({"grid": {"train.lr": [0.001, float("nan")]}},
+     r"point 2/2 \(train.lr=nan\): train.lr=nan must be a finite number"),
 ])
 def test_a_bad_sweep_names_what_is_wrong(tmp_path, spec, match):
     path = tmp_path / "bad.yaml"
@@ -100,6 +104,16 @@ def test_a_bad_sweep_names_what_is_wrong(tmp_path, spec, match):
     with pytest.raises(ConfigError, match=match) as error:
         load_sweep(path)
     assert str(path) in str(error.value) and "nothing was submitted" in str(error.value)
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_an_empty_sweep_file_is_rejected_before_anything_is_written(tmp_path, capsys, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, "sweep", path, "--out", out)
+    assert code == 2 and not out.exists()
+    assert f"sweep {path}: the file is empty" in err and "nothing was submitted" in err
 
 
 def test_an_override_of_a_swept_key_is_an_error(tmp_path):
