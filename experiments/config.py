@@ -140,7 +140,7 @@ class RunConfig:
     def signature(self) -> dict[str, Any]:
         """What the run id hashes: the semantic keys whose values differ from the
         vocabulary's defaults. A key added later with a default leaves every id as it was."""
-        defaults = RunConfig().flat()
+        defaults = type(self)().flat()
         return {key: value for key, value in self.flat().items()
                 if key not in NON_SEMANTIC and value != defaults[key]}
 
