@@ -26,8 +26,8 @@ import yaml
 from experiments.cli import main
 from experiments.config import RunConfig, load_config
 from experiments.distributed import export_slurm_env, leave_distributed
-from experiments.optim import build_optimizer, lr_factor, param_groups
 from experiments.locks import RUN_LOCK
+from experiments.optim import build_optimizer, lr_factor, param_groups
 from experiments.records import CHECKPOINT, CONFIG, METRICS, RESULT, read_json, read_jsonl
 from experiments.train import RunStopped, load_trained, train_run
 
