@@ -174,3 +174,15 @@ def test_a_full_disk_mid_run_fails_clearly_and_the_run_resumes(small_disk, tiny_
     result = read_json(run_dir / RESULT)
     assert result["status"] == "completed" and result["step"] == 6
     assert [s["step"] for s in result["sessions"]] == [0, 2]
+
+
+def test_analysis_reads_the_input_shape_from_the_record_with_a_fallback_for_old_ones():
+    import pandas as pd
+
+    from analysis.figures import _nyquist
+
+    runs = pd.DataFrame([  # a record of today's, then one written before `input` existed
+        {"data.name": "fashion_mnist", "data.image_size": None, "input.index_shape": "[20, 20]"},
+        {"data.name": "fashion_mnist", "data.image_size": None, "input.index_shape": None},
+        {"data.name": "cifar10", "data.image_size": 16.0, "input.index_shape": None}])
+    assert _nyquist(runs).tolist() == [20, 28, 16]
