@@ -125,3 +125,13 @@ def test_nan_and_infinity_are_rejected_for_every_float_key(key, value):
     for raw in (value, {"nan": ".nan", "inf": ".inf", "-inf": "-.inf"}[value]):
         with pytest.raises(ConfigError, match=rf"{key}=\S+ must be a finite number"):
             load_config(None, [f"{key}={raw}"])
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_non_finite_value_writes_nothing(tmp_path, capsys, value):
+    from experiments.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", f"train.lr={value}", "--out", str(out)]) == 2
+    assert f"train.lr={value} must be a finite number" in capsys.readouterr().err
+    assert not out.exists()

@@ -269,10 +269,10 @@ def test_status_of_a_folder_without_runs_is_a_clean_error(tmp_path, capsys):
 # -- real sweeps -----------------------------------------------------------------------------
 
 def test_local_executor_sweep_with_a_failing_run(tmp_path, capsys, fashion_mnist_root):
-    """Two runs packed into one local job; one cannot find its data. The other still
-    trains, `status` points at the log, and only --rerun-failed submits the failed one."""
-    path = write_sweep(tmp_path / "s.yaml",
-                       grid={"data.root": [str(fashion_mnist_root), str(tmp_path / "none")]})
+    """Two runs packed into one local job; one asks for more training images than the
+    data set holds (found only once the data is read). The other still trains, `status`
+    points at the log, and only --rerun-failed submits the failed one."""
+    path = write_sweep(tmp_path / "s.yaml", grid={"data.train_subset": [256, 1_000_000]})
     out = tmp_path / "out"
     good, bad = (p.run_id for p in load_sweep(path).points)
     code, text, _ = cli(capsys, "sweep", path, "--out", out, "--runs-per-job", "2", "--wait")
@@ -283,7 +283,7 @@ def test_local_executor_sweep_with_a_failing_run(tmp_path, capsys, fashion_mnist
     assert result["step"] == 20 and 0 < result["final"]["test_acc"] < 1
     code, text, _ = cli(capsys, "status", out)
     (log,) = [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith(f"  {bad}")]
-    assert "Fashion-MNIST not found" in Path(log.split("  [")[0]).read_text()
+    assert "data.train_subset=1000000 exceeds the" in Path(log.split("  [")[0]).read_text()
 
     code, text, _ = cli(capsys, "sweep", path, "--out", out)
     assert "1 run(s) completed" in text and "1 run(s) failed" in text
@@ -294,7 +294,7 @@ def test_local_executor_sweep_with_a_failing_run(tmp_path, capsys, fashion_mnist
 
 
 def test_debug_executor_trains_in_this_process(tmp_path, capsys, fashion_mnist_root):
-    path = write_sweep(tmp_path / "one.yaml")
+    path = write_sweep(tmp_path / "one.yaml", seeds=[0])
     out = tmp_path / "out"
     code, text, _ = cli(capsys, "sweep", path, "--executor", "debug", "--out", out)
     assert code == 0 and "as 1 debug job(s)" in text
@@ -399,7 +399,7 @@ def test_two_task_ddp_run_through_the_cluster(array_sweep, tmp_path, capsys):
     """tasks_per_node=2 (one task per GPU on a GPU cluster) starts two gloo ranks that
     train one run; with the same global batch it matches the array's 1-process run."""
     _, array_out, _ = array_sweep
-    path = write_sweep(tmp_path / "one.yaml")
+    path = write_sweep(tmp_path / "one.yaml", seeds=[0])
     out = tmp_path / "ddp"
     code, text, _ = cli(capsys, "sweep", path, "cluster.tasks_per_node=2", "--executor",
                         "slurm", "--out", out, "--wait")

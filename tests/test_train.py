@@ -192,6 +192,8 @@ def test_resume_after_sigkill_gives_identical_final_metrics(completed, base, tmp
     assert result["status"] == "completed"
     assert result["final"] == read_json(reference / RESULT)["final"]
     assert curve(run_dir) == curve(reference)
+    assert [s["step"] for s in result["sessions"]] == [0, 10]  # two processes trained it
+    assert result["run_id"] == read_json(reference / RESULT)["run_id"]  # checkpoint cadence
 
 
 def test_resume_after_an_exception_and_failed_status(completed, tmp_path, monkeypatch,
