@@ -33,8 +33,9 @@ def run(args) -> int:
         from experiments.identity import migrate
         from experiments.locks import folder_lock
 
-        with folder_lock(DEFAULT_ROOT):
-            migrate(DEFAULT_ROOT)
+        if DEFAULT_ROOT.is_dir():
+            with folder_lock(DEFAULT_ROOT):
+                migrate(DEFAULT_ROOT)
         run_dir = DEFAULT_ROOT / cfg.run_id
     result = train_run(cfg, run_dir)
     if init_distributed().is_main:
