@@ -7,13 +7,19 @@
                           samples_per_s}
         result.json      {run_id, status, step, epoch, final: {...}, best: {...}, params, macs,
                           flops, flops_breakdown, wall_time_s, samples_per_s, versions, host,
-                          started_at, updated_at, heartbeat, error}
+                          started_at, updated_at, heartbeat, error,
+                          input: {index_shape, channels}, planned: {steps, examples},
+                          split_sizes: {train, val, test}, sessions: [{host, pid, job,
+                          started_at, step}], trial: {study, number, state, <objective>...}}
                          status is one of STATUSES (pruned: stopped early by a study);
                          `final` holds the last metrics (val_acc, val_loss, test_acc,
                          test_loss, train_loss, train_acc), `best` the best validation
                          accuracy and the step it was reached at. `macs` is fvcore's
                          forward count per example; `flops` = 2 x macs (the paper's convention).
+                         `sessions` has one entry per (re)start of training; `trial` is
+                         there for a study's runs only.
         checkpoint.pt    {model, optimizer, scheduler, step, ...}; loads with weights_only=True
+        .train.lock      held by the process training the run (experiments/locks.py)
 
 Every write is atomic (temporary file in the same folder + os.replace), so a reader never
 sees a half-written record and a killed writer never corrupts the previous one: a full
