@@ -118,16 +118,21 @@ def reap_silent_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
 
 def reap_dead_workers(study: optuna.Study) -> list[int]:
     """Fail (and retry) the RUNNING trials whose worker ran on this host and whose process
-    is gone (user attr `worker` = host:pid). Workers on other hosts are left to the
-    heartbeat. Returns the trial numbers failed here."""
+    is gone (user attr `worker` = host:pid). A local executor's job id is the pid of the
+    controller that restarts a preempted worker: while it lives, the requeued worker
+    retries its own trial. Workers on other hosts are left to the heartbeat. Returns the
+    trial numbers failed here."""
     from experiments.tracking import pid_alive
 
     here, failed = socket.gethostname(), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
-        if host == here and pid.isdigit() and not pid_alive(int(pid)) and fail_and_retry(
-                study, trial, f"worker gone: its process {pid} on {host} no longer exists; "
-                              "parameters retried once"):
+        job = str(trial.user_attrs.get("job"))
+        if host != here or not pid.isdigit() or pid_alive(int(pid)) or \
+                (job.isdigit() and pid_alive(int(job))):
+            continue
+        if fail_and_retry(study, trial, f"worker gone: its process {pid} on {host} no longer "
+                                        "exists; parameters retried once"):
             failed.append(trial.number)
     return failed
 
