@@ -361,7 +361,8 @@ def test_preempted_job_is_requeued_and_resumes_to_the_same_metrics(tmp_path, cap
     """The same 200-step run twice, side by side on the cluster: one is preempted after
     its first checkpoint, requeued by its checkpoint() and resumed; both end identical."""
     spec = {"base": {**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 100,
-                                             "max_steps": 200, "eval_every": 20}}}
+                                             "max_steps": 200, "eval_every": 20}},
+            "seeds": [0]}
     path = tmp_path / "long.yaml"
     path.write_text(yaml.safe_dump(spec))
     out, reference = tmp_path / "preempted", tmp_path / "reference"
