@@ -25,6 +25,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from experiments.records import STORAGE_ERRORS, storage_error
 from perceiver_core.config import ConfigError
 
 FOLDER_LOCK, RUN_LOCK = ".submit.lock", ".train.lock"
@@ -35,14 +36,26 @@ class RunBusy(ConfigError):
     """Another process is training this run folder right now."""
 
 
+def acquire(lock: FileLock, timeout_s: float) -> None:
+    """Acquire `lock`, creating its folder; a file system that refuses either (read-only,
+    full) raises RecordWriteError naming it, as a record that cannot be written does."""
+    path = Path(lock.lock_file)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire(timeout=timeout_s)
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRORS:
+            raise storage_error(path, None, exc) from exc
+        raise
+
+
 @contextmanager
 def folder_lock(folder: str | Path, timeout_s: float = FOLDER_TIMEOUT_S) -> Iterator[None]:
     """Hold `folder`'s submission lock (creating the folder) for the `with` block."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(folder / FOLDER_LOCK)
     try:
-        lock.acquire(timeout=timeout_s)
+        acquire(lock, timeout_s)
     except Timeout:
         raise ConfigError(
             f"{folder} is locked by another submission for more than {timeout_s:.0f} s "
@@ -58,10 +71,9 @@ def folder_lock(folder: str | Path, timeout_s: float = FOLDER_TIMEOUT_S) -> Iter
 def run_lock(run_dir: str | Path) -> Iterator[None]:
     """Hold the trainer's lock of `run_dir` (creating the folder), or raise RunBusy."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(run_dir / RUN_LOCK)
     try:
-        lock.acquire(timeout=0)
+        acquire(lock, 0)
     except Timeout:
         raise RunBusy(
             f"{run_dir} is being trained by another process right now (it holds "

@@ -54,15 +54,17 @@ class RecordWriteError(OSError):
     only); the previous version of the file, if any, is intact."""
 
 
-def storage_error(path: Path, size: int, exc: OSError) -> RecordWriteError:
+def storage_error(path: Path, size: int | None, exc: OSError) -> RecordWriteError:
+    """The one-line account of a write the file system refused (`size` bytes, if known)."""
     try:
         free = f"{shutil.disk_usage(path.parent).free:,} bytes free"
     except OSError:
         free = "free space unknown"
+    needed = "" if size is None else f"{size:,} bytes needed, "
     return RecordWriteError(
-        exc.errno, f"cannot write {path}: {STORAGE_ERRORS[exc.errno]} ({size:,} bytes needed, "
-                   f"{free}); the previous version is intact: make room (or make the folder "
-                   "writable) and run the same command again to resume")
+        exc.errno, f"cannot write {path}: {STORAGE_ERRORS[exc.errno]} ({needed}{free}); the "
+                   "previous version is intact: make room (or make the folder writable) and "
+                   "run the same command again to resume")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -186,3 +186,20 @@ def test_analysis_reads_the_input_shape_from_the_record_with_a_fallback_for_old_
         {"data.name": "fashion_mnist", "data.image_size": None, "input.index_shape": None},
         {"data.name": "cifar10", "data.image_size": 16.0, "input.index_shape": None}])
     assert _nyquist(runs).tolist() == [20, 28, 16]
+
+
+def test_a_read_only_folder_is_one_clear_line_per_command(small_disk, tiny_fashion_mnist, capsys):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    items = [f"{section}.{key}={value}" for section, values in TINY_BASE.items()
+             for key, value in values.items()] + [f"data.root={tiny_fashion_mnist}"]
+    sweep = REPO / "tests" / "fixtures" / "legacy-sweep.yaml"
+    for argv, path in ((["train", *items, "--out", str(small_disk / "run")],
+                        small_disk / "run" / ".train.lock"),
+                       (["sweep", str(sweep), "--out", str(small_disk / "sweep")],
+                        small_disk / "sweep")):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.splitlines()[-1].startswith(
+            f"perceiver-ablate {argv[0]}: error: cannot write {path}: read-only file system (")
+        assert "Traceback" not in err
+    assert list(small_disk.iterdir()) == []
