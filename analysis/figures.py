@@ -8,6 +8,7 @@ never dropped: they are drawn as red crosses at the bottom of the panel at their
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -57,8 +58,13 @@ def _group_label(groups: list[str], values) -> str | None:
 
 
 def _nyquist(runs: pd.DataFrame) -> pd.Series:
-    """Each run's input resolution: `encoding.max_resolution: null` means exactly this."""
+    """Each run's input resolution: `encoding.max_resolution: null` means exactly this.
+    result.json records the index shape; records written before it did are recovered
+    from the data set's native size."""
     def native(row) -> int:
+        recorded = row.get("input.index_shape")
+        if isinstance(recorded, str):
+            return max(json.loads(recorded))
         size = row.get("data.image_size")
         data = DataConfig(name=row["data.name"],
                           image_size=None if pd.isna(size) else int(size))

@@ -39,7 +39,7 @@ from experiments.study import trial_columns
 SEED = "train.seed"
 FINISHED = ("completed", "diverged")  # runs whose metrics are final
 # result.json entries that are not one number per run.
-NOT_COLUMNS = ("flops_breakdown",)
+NOT_COLUMNS = ("flops_breakdown", "sessions")
 
 
 class RecordWarning(UserWarning):
@@ -90,8 +90,9 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
             warnings.warn(f"skipping run {run_dir}: {exc}", RecordWarning, stacklevel=2)
     frame = pd.DataFrame(rows)
     trials = trial_columns(results_dir)  # a study's trial number/state/value per run
-    if trials is not None and len(frame):
-        frame = frame.merge(trials, on="run_id", how="left")
+    if trials is not None and len(frame):  # the storage's trial columns over the records'
+        stale = [c for c in trials.columns if c != "run_id" and c in frame]
+        frame = frame.drop(columns=stale).merge(trials, on="run_id", how="left")
     leading = [c for c in ("run_id", "status") if c in frame]
     return frame[leading + [c for c in frame.columns if c not in leading]]
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from experiments.errors import CheckpointError, DataError
+from experiments.records import STORAGE_ERRORS, RecordWriteError, storage_error
 from perceiver_core.config import ConfigError
 
 GROUP = "perceiver_ablate.commands"
@@ -41,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError) as exc:
         print(f"perceiver-ablate {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full or read-only disk: one line naming the path, no traceback
+        if exc.errno not in STORAGE_ERRORS:
+            raise
+        if not isinstance(exc, RecordWriteError):  # refused outside the records' writer
+            exc = storage_error(Path(exc.filename or "."), None, exc)
+        print(f"perceiver-ablate {args.command}: error: {exc.strerror}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

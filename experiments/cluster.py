@@ -134,6 +134,16 @@ class Requeueable:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
+def job_id() -> str | None:
+    """The submitit job (SLURM: `ARRAYID_TASK`) this process runs in, if any."""
+    import submitit
+
+    try:
+        return submitit.JobEnvironment().job_id
+    except RuntimeError:  # not in a submitit job (the debug executor, `train`)
+        return None
+
+
 def make_executor(profile: Profile, folder: str | Path, name: str = "perceiver",
                   executor: str = "slurm", **overrides: Any):
     """A submitit AutoExecutor for `profile`; `overrides` replace profile keys (validated).

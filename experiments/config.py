@@ -4,7 +4,9 @@
 A config is built in layers, each validated: a preset (the project's small Fashion-MNIST
 default unless a file says `preset: NAME`), then a YAML file, then `key=value` overrides.
 Unknown keys and invalid values raise ConfigError before anything runs. A run is
-identified by the hash of its resolved config, so the same config is never run twice.
+identified by a signature of what determines its result (`RunConfig.run_id`), so the same
+run is never trained twice and a later version that adds a key renames nothing
+(docs/run-identity.md).
 """
 
 from __future__ import annotations
@@ -114,6 +116,13 @@ class TrainConfig:
 SECTIONS: dict[str, type] = {
     "model": ModelConfig, "encoding": EncodingConfig, "data": DataConfig, "train": TrainConfig}
 
+# Keys that cannot change any recorded metric, so they stay out of the run id: how the data
+# is loaded (batches are a pure function of seed and epoch, not of the loader's workers),
+# where the same data set lives (results rsynced from a cluster keep their ids), and how
+# often a checkpoint is taken (resuming is exact). tests/test_identity.py trains each one
+# both ways and compares the metrics.
+NON_SEMANTIC = ("data.num_workers", "data.root", "train.checkpoint_every")
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -129,10 +138,22 @@ class RunConfig:
         """Dotted keys -> values, e.g. {'model.num_latents': 64, ...}."""
         return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
 
+    def signature(self) -> dict[str, Any]:
+        """What the run id hashes: the semantic keys whose values differ from the
+        vocabulary's defaults. A key added later with a default leaves every id as it was."""
+        defaults = type(self)().flat()
+        return {key: value for key, value in self.flat().items()
+                if key not in NON_SEMANTIC and value != defaults[key]}
+
     @property
     def run_id(self) -> str:
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha1(canonical.encode()).hexdigest()[:12]
+        return short_hash(self.signature())
+
+    @property
+    def legacy_run_id(self) -> str:
+        """The id of this config's run folder as versions before the signature named it (a
+        hash of every key), were it written with today's keys (experiments/identity.py)."""
+        return short_hash(self.to_dict())
 
     def replace(self, overrides: Mapping[str, Any]) -> RunConfig:
         return from_dict(merge(self.to_dict(), overrides))
@@ -140,6 +161,11 @@ class RunConfig:
     @classmethod
     def from_dict(cls, nested: Mapping[str, Any]) -> RunConfig:
         return from_dict(nested)
+
+
+def short_hash(obj: Any) -> str:
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(canonical.encode()).hexdigest()[:12]
 
 
 def valid_keys() -> list[str]:

@@ -26,8 +26,12 @@ from pathlib import Path
 
 from experiments.cluster import Profile, Requeueable, make_executor
 from experiments.config import RunConfig
+from experiments.identity import migrate
+from experiments.locks import folder_lock
 from experiments.sweep import Point, Sweep
 from experiments.tracking import add_submission, relative, run_states
+
+SUBMITTABLE = ("new", "failed")
 
 
 class SweepJob(Requeueable):
@@ -88,8 +92,13 @@ def local_layout(num_runs: int, runs_per_job: int | None,
 def plan(sweep: Sweep, folder: Path, rerun_failed: bool = False
          ) -> tuple[list[Point], dict[str, list[Point]]]:
     """(points to submit, the others by state): a point is submitted unless it finished,
-    is queued or running, or failed (unless rerun_failed)."""
-    states = {s.run_id: s.state for s in run_states(folder)}
+    is queued or running, or failed (unless rerun_failed). Run folders named by an
+    earlier version's ids are renamed first (experiments/identity.py)."""
+    states = {}
+    if folder.is_dir():  # a new folder is made by the submission, not by looking at it
+        with folder_lock(folder):
+            migrate(folder)
+            states = {s.run_id: s.state for s in run_states(folder)}
     submit, kept = [], {}
     for point in sweep.points:
         state = states.get(point.run_id, "new")
@@ -105,13 +114,36 @@ def submit(sweep: Sweep, points: list[Point], folder: Path, profile: Profile, *,
            profile_overrides: dict | None = None) -> dict:
     """Submit `points` (as one array on SLURM) and record the submission in the sweep
     folder's manifest; returns the submission entry. The debug executor trains them here,
-    in this process, after the manifest is written."""
+    in this process, after the manifest is written.
+
+    The folder lock is held from reading the runs' states to recording the submission, so
+    this claims its runs: a point that another command queued, ran or finished since
+    `plan` looked is dropped here, and concurrent submissions into one folder neither
+    submit a run twice nor lose each other's manifest entries."""
     overrides = dict(profile_overrides or {})
     # One log folder per SLURM job (arrays can be large); local jobs share one.
     logs = folder / "submitit" / ("%j" if executor == "slurm" else "")
-    ex = make_executor(profile, logs, executor=executor,
+    ex = make_executor(profile, logs, executor=executor,  # a bad profile fails before the lock
                        name=f"sweep-{sweep.name}".replace("/", "-"), **overrides)
     effective = dataclasses.replace(profile, **overrides)  # validated by make_executor
+    with folder_lock(folder):
+        states = {s.run_id: s.state for s in run_states(folder)}
+        points = [p for p in points if states.get(p.run_id, "new") in SUBMITTABLE]
+        if not points:
+            return {"submitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "jobs": [], "runs_per_job": 0, "threads": None}
+        entry, jobs = submit_claimed(sweep, points, folder, ex, effective, executor=executor,
+                                     runs_per_job=runs_per_job)
+    if executor == "debug":
+        for job in jobs:
+            job.result()
+    return entry
+
+
+def submit_claimed(sweep: Sweep, points: list[Point], folder: Path, ex, effective: Profile,
+                   *, executor: str, runs_per_job: int | None) -> tuple[dict, list]:
+    """(manifest entry, submitit jobs) of points nobody else submits (the lock is held);
+    `ex` is the executor made from `effective`, the profile with its overrides."""
     if executor == "local":  # one task per job: the local executor ignores tasks_per_node
         per_job, threads = local_layout(len(points), runs_per_job)
     else:  # SLURM: the job's CPUs; debug: this process's own setting
@@ -123,16 +155,14 @@ def submit(sweep: Sweep, points: list[Point], folder: Path, profile: Profile, *,
     entry = {
         "submitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "sweep_file": str(sweep.path), "spec": sweep.spec, "overrides": sweep.overrides,
-        "executor": executor, "cluster": profile.name, "profile": dataclasses.asdict(effective),
+        "executor": executor, "cluster": effective.name,
+        "profile": dataclasses.asdict(effective),
         "runs_per_job": per_job, "threads": threads, "host": socket.gethostname(),
         "jobs": [job_entry(job, group, folder, in_process=executor == "debug")
                  for job, group in zip(jobs, groups, strict=True)]}
     add_submission(folder, [{"run_id": p.run_id, "params": p.params,
                              "config": p.config.to_dict()} for p in points], entry)
-    if executor == "debug":
-        for job in jobs:
-            job.result()
-    return entry
+    return entry, jobs
 
 
 def job_entry(job, group: list[Point], folder: Path, in_process: bool) -> dict:

@@ -8,22 +8,33 @@
                           samples_per_s}
         result.json      {run_id, status, step, epoch, final: {...}, best: {...}, params, macs,
                           flops, flops_breakdown, wall_time_s, samples_per_s, versions, host,
-                          started_at, updated_at, heartbeat, error}
+                          nodes, started_at, updated_at, heartbeat, error,
+                          input: {index_shape, channels}, planned: {steps, examples},
+                          split_sizes: {train, val, test}, sessions: [{started_at,
+                          from_step, to_step, status, nodes, host, pid, job, restart,
+                          error}], trial: {study, number, state, <objective>...}}
                          status is one of STATUSES (pruned: stopped early by a study);
                          `final` holds the last metrics (val_acc, val_loss, test_acc,
                          test_loss, train_loss, train_acc), `best` the best validation
                          accuracy and the step it was reached at. `macs` is fvcore's
                          forward count per example; `flops` = 2 x macs (the paper's convention).
+                         `sessions` has one entry per (re)start of training; `trial` is
+                         there for a study's runs only.
         checkpoint.pt    {model, optimizer, scheduler, step, ...}; loads with weights_only=True
+        .train.lock      held by the process training the run (experiments/locks.py)
 
 Every write is atomic (temporary file in the same folder + os.replace), so a reader never
-sees a half-written record and a killed writer never corrupts the previous one.
+sees a half-written record and a killed writer never corrupts the previous one: a full
+disk or a read-only folder leaves the last good version in place and raises
+RecordWriteError, whose message names the path and the space needed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -35,10 +46,40 @@ CONFIG, METRICS, RESULT, CHECKPOINT = "config.yaml", "metrics.jsonl", "result.js
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: os.umask can only be read by setting it
 STATUSES = ("completed", "diverged", "failed", "running", "pruned")
+# The errors of a file system that cannot take a write, as opposed to a bug in the writer.
+STORAGE_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
+
+
+class RecordWriteError(OSError):
+    """A record could not be written because of the file system (full, over quota, read
+    only); the previous version of the file, if any, is intact."""
+
+
+def storage_error(path: Path, size: int | None, exc: OSError) -> RecordWriteError:
+    """The one-line account of a write the file system refused (`size` bytes, if known)."""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free:,} bytes free"
+    except OSError:
+        free = "free space unknown"
+    needed = "" if size is None else f"{size:,} bytes needed, "
+    return RecordWriteError(
+        exc.errno, f"cannot write {path}: {STORAGE_ERRORS[exc.errno]} ({needed}{free}); the "
+                   "previous version is intact: make room (or make the folder writable) and "
+                   "run the same command again to resume")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
+    try:
+        _atomic_write_bytes(path, data)
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRORS and not isinstance(exc, RecordWriteError):
+            raise storage_error(path, len(data), exc) from exc
+        raise
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

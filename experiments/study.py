@@ -143,8 +143,9 @@ def _number(where: str, value, integer: bool):
         except ValueError:
             pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            (integer and not float(value).is_integer()):
-        raise ConfigError(f"{where}={value!r} must be {'an integer' if integer else 'a number'}")
+            not math.isfinite(value) or (integer and not float(value).is_integer()):
+        kind = "an integer" if integer else "a finite number"
+        raise ConfigError(f"{where}={value!r} must be {kind}")
     return int(value) if integer else float(value)
 
 
@@ -212,6 +213,9 @@ def load_study(path: str | Path, overrides: Mapping[str, Any] = (), trials: int 
     """Parse and check a study file; `overrides` (dotted keys) apply to its base config."""
     path = Path(path)
     content = read_yaml(path)
+    if not content:
+        raise ConfigError(f"{path}: the study file is empty; it needs at least `space:` (the "
+                          "searched keys) and `trials:` (see experiments/studies/)")
     try:
         return _check(content, path.stem, dict(overrides), trials, storage)
     except ConfigError as exc:

@@ -19,7 +19,9 @@ must exceed the longest gap between two of them). It is marked FAIL with the rea
 user attr `lost`, and its parameters are queued again once (user attr `retry_of`); the
 retry has the same config, hence the same run folder, and resumes from its checkpoint. A
 preempted or timed-out worker requeues itself (submitit's checkpoint) and first retries the
-trial it was running.
+trial it was running. A worker on this host (the local executor's, or the local SLURM
+cluster's) that died is noticed at once, without waiting for a heartbeat: its trial records
+the worker's pid, which no longer exists.
 """
 
 from __future__ import annotations
@@ -34,11 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import submitit
 from optuna.trial import TrialState
 
-from experiments.cluster import Requeueable
-from experiments.records import RESULT, read_json, write_yaml
+from experiments.cluster import Requeueable, job_id
+from experiments.records import RESULT, read_json, write_json, write_yaml
 from experiments.study import (
     STUDY_FILE,
     StudySpec,
@@ -115,6 +116,27 @@ def reap_silent_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
     return failed
 
 
+def reap_dead_workers(study: optuna.Study) -> list[int]:
+    """Fail (and retry) the RUNNING trials whose worker ran on this host and whose process
+    is gone (user attr `worker` = host:pid). A local executor's job id is the pid of the
+    controller that restarts a preempted worker: while it lives, the requeued worker
+    retries its own trial. Workers on other hosts are left to the heartbeat. Returns the
+    trial numbers failed here."""
+    from experiments.tracking import pid_alive
+
+    here, failed = socket.gethostname(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        job = str(trial.user_attrs.get("job"))
+        if host != here or not pid.isdigit() or pid_alive(int(pid)) or \
+                (job.isdigit() and pid_alive(int(job))):
+            continue
+        if fail_and_retry(study, trial, f"worker gone: its process {pid} on {host} no longer "
+                                        "exists; parameters retried once"):
+            failed.append(trial.number)
+    return failed
+
+
 def guarded(objective: Callable[[optuna.Trial], Any], trials: int) -> Callable:
     """`objective` behind the surplus check, recording any error as the user attr `error`."""
     def run(trial: optuna.Trial):
@@ -161,14 +183,6 @@ def wait_for_twins(trial: optuna.Trial, run_id: str, poll_s: float = 0.2) -> Non
         time.sleep(poll_s)
 
 
-def job_id() -> str | None:
-    """The submitit job (SLURM: `ARRAYID_TASK`) this worker runs in, if any."""
-    try:
-        return submitit.JobEnvironment().job_id
-    except RuntimeError:  # not in a submitit job (the debug executor)
-        return None
-
-
 class TrialRun:
     """The objective: one trial = one training run under the study's results folder."""
 
@@ -176,6 +190,7 @@ class TrialRun:
         self.spec, self.out = spec, Path(out)
 
     def __call__(self, trial: optuna.Trial):
+        from experiments.locks import RunBusy
         from experiments.train import RunStopped, train_run
 
         params = {p.key: p.suggest(trial) for p in self.spec.space}
@@ -196,14 +211,36 @@ class TrialRun:
 
         try:
             result = train_run(config, run_dir, on_eval=on_eval)
+        except RunBusy:
+            raise  # another process's run: its records are not this trial's to touch
         except RunStopped as stop:
+            self.record(trial, run_dir, "PRUNED")
             raise optuna.TrialPruned(f"pruned by {self.spec.pruner['name']}") from stop
+        except Exception:
+            self.record(trial, run_dir, "FAIL")
+            raise
         val_acc = result["final"].get("val_acc")
         if val_acc is None:  # a diverged run keeps its last finite metrics, if it had any
+            self.record(trial, run_dir, "FAIL")
             raise RuntimeError(f"run {config.run_id} {result['status']} before its first "
                                "evaluation")
         values = {"val_acc": val_acc, "flops": result["flops"]}
-        return [values[name] for name in self.spec.objectives]
+        values = {name: values[name] for name in self.spec.objectives}
+        self.record(trial, run_dir, "COMPLETE", values)
+        return list(values.values())
+
+    def record(self, trial: optuna.Trial, run_dir: Path, state: str,
+               values: dict[str, float] | None = None) -> None:
+        """Add the trial to its run's result.json, so analysis can read the run folder
+        without the study's storage. A run several trials ran (a retry) keeps the last."""
+        path = run_dir / RESULT
+        try:
+            result = read_json(path)
+        except (OSError, ValueError):
+            return  # the run failed before writing its record
+        result["trial"] = {"study": self.spec.name, "number": trial.number, "state": state,
+                           **(values or {})}  # objective values by name, as trials_frame
+        write_json(path, result)
 
 
 class StudyWorker(Requeueable):
@@ -221,6 +258,8 @@ class StudyWorker(Requeueable):
         """`index` (the sampler's stream) None: this worker is one task of a multi-node
         job, and its task rank is its index."""
         if index is None:
+            import submitit
+
             from experiments.distributed import train_alone
 
             index = submitit.JobEnvironment().global_rank
@@ -247,10 +286,12 @@ class StudyWorker(Requeueable):
             finally:
                 self.trial_number = None
 
-        if is_rdb(self.url):
-            reap = optuna.storages.fail_stale_trials  # Optuna's heartbeat (also in optimize)
-        else:
-            reap = lambda s: reap_silent_trials(s, self.spec.stale_after_s)
+        def reap(study: optuna.Study) -> None:
+            reap_dead_workers(study)
+            if is_rdb(self.url):
+                optuna.storages.fail_stale_trials(study)  # Optuna's heartbeat (also in optimize)
+            else:
+                reap_silent_trials(study, self.spec.stale_after_s)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return run_trials(study, tracked, self.spec.trials, reap)
@@ -267,7 +308,9 @@ def launch(spec: StudySpec, out: str | Path, executor: str = "local", cluster: s
     SLURM job of that many nodes, workers/nodes tasks per node, each task a worker that
     trains its trials alone (an array's jobs land wherever the scheduler packs them)."""
     from experiments.cluster import load_profile, make_executor
+    from experiments.identity import migrate
     from experiments.launch import cores
+    from experiments.locks import folder_lock
 
     if workers < 1:
         raise ConfigError(f"--workers={workers} must be >= 1")
@@ -281,8 +324,10 @@ def launch(spec: StudySpec, out: str | Path, executor: str = "local", cluster: s
     if spread and workers % effective.nodes:
         raise ConfigError(f"--workers={workers} must be a multiple of cluster.nodes="
                           f"{effective.nodes}: the workers are spread evenly over the nodes")
-    study = open_study(spec, url, create=True)
-    write_yaml(out / STUDY_FILE, {**spec.to_dict(), "storage": public_url(url)})
+    with folder_lock(out):  # trial run folders of an earlier version's ids are renamed
+        migrate(out)
+        study = open_study(spec, url, create=True)
+        write_yaml(out / STUDY_FILE, {**spec.to_dict(), "storage": public_url(url)})
     threads = {"local": max(1, cores() // workers),
                "slurm": effective.cpus_per_task}.get(executor)  # debug: this process's
     worker = StudyWorker(spec, url, out, threads)

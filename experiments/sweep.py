@@ -84,6 +84,10 @@ def default_name(path: Path) -> str:
 def load_sweep(name_or_path: str | Path, overrides: Sequence[str] | Mapping = ()) -> Sweep:
     path = sweep_path(name_or_path)
     spec = read_yaml(path)
+    if not spec:
+        raise ConfigError(f"sweep {path}: the file is empty; a sweep needs a `base:` config "
+                          "and at least one axis (`grid:`, `zip:` or `seeds:`); nothing was "
+                          "submitted")
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
     try:
@@ -111,6 +115,9 @@ def expand(spec: Mapping[str, Any], overrides: Mapping[str, Any] = ()) -> list[P
         resolve(base, overrides)
     except ConfigError as exc:
         raise ConfigError(f"base: {exc}") from None
+    if not axes:
+        raise ConfigError("no axes: give `grid:`, `zip:` or `seeds:` at least one key with "
+                          "values (for a single run use `perceiver-ablate train`)")
     points, seen = [], {}
     combos = list(itertools.product(*(values for _, values in axes)))
     for index, combo in enumerate(combos):

@@ -8,6 +8,9 @@ A sweep folder holds a manifest, `sweep.json`, next to its run folders:
                       "jobs": [{"job_id", "run_ids", "stdout", "stderr", "result"}]}]}
 
 (paths relative to the sweep folder), so `status` and a resubmission need nothing else.
+Writers hold the folder lock (experiments/locks.py). A manifest written before run ids
+became signatures is read with each run under its current id (the old one kept as
+`legacy_run_id`), as its run folders are renamed (experiments/identity.py).
 
 A run's state comes from its record (result.json: status, heartbeat), the latest job that
 ran it (manifest) and that job's submitit files (result pickle, log). SLURM's accounting
@@ -38,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from experiments.identity import current_id
 from experiments.records import CONFIG, RESULT, read_json, read_yaml, run_dirs, write_json
 
 MANIFEST = "sweep.json"
@@ -52,12 +56,25 @@ CANCELLED = re.compile(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+ (\*\*\*|DUE TO (
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
-    return read_json(path) if path.is_file() else {"runs": [], "submissions": []}
+    manifest = read_json(path) if path.is_file() else {"runs": [], "submissions": []}
+    renamed, runs = {}, {}
+    for run in manifest["runs"]:
+        run_id = current_id(run["config"]) or run["run_id"]
+        if run_id != run["run_id"]:
+            renamed[run["run_id"]] = run_id
+            run = {**run, "run_id": run_id, "legacy_run_id": run["run_id"]}
+        runs.setdefault(run_id, run)  # legacy runs that differed only in non-semantic keys
+    manifest["runs"] = list(runs.values())
+    for submission in manifest["submissions"]:
+        for job in submission["jobs"]:
+            job["run_ids"] = [renamed.get(run_id, run_id) for run_id in job["run_ids"]]
+    return manifest
 
 
 def add_submission(folder: str | Path, runs: list[dict], submission: dict) -> None:
     """Record runs ({run_id, params, config}, new ones appended in order) and one
-    submission; atomic, so a reader never sees half of it."""
+    submission; atomic, so a reader never sees half of it. The caller holds the folder
+    lock, or a concurrent submission's entry could be lost."""
     manifest = read_manifest(folder)
     known = {run["run_id"] for run in manifest["runs"]}
     manifest["runs"] += [run for run in runs if run["run_id"] not in known]
@@ -179,14 +196,19 @@ def read_text(path: Path) -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """A local executor's job id is the pid of its controller process."""
+    """Whether process `pid` of this host still runs (a local executor's job id is the pid
+    of its controller process). A zombie is dead: a killed job stays one until the process
+    that started it (a `study --wait`, a test) collects it."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # /proc/PID/stat: "pid (comm) state ...", and comm may hold spaces or parentheses
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):  # no procfs (not Linux): trust kill(2)
+        return True
 
 
 def last_line(text: str | None) -> str:

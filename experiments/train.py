@@ -40,10 +40,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from experiments.cluster import job_id
 from experiments.config import RunConfig
 from experiments.data import input_spec, load_splits
 from experiments.distributed import Distributed, init_distributed
 from experiments.errors import CheckpointError
+from experiments.locks import run_lock
 from experiments.optim import build_optimizer, build_schedule
 from experiments.records import (
     CHECKPOINT,
@@ -51,6 +53,7 @@ from experiments.records import (
     METRICS,
     RESULT,
     STATUSES,
+    RecordWriteError,
     append_jsonl,
     atomic_write_bytes,
     read_json,
@@ -98,15 +101,12 @@ class Progress:
 
 def new_session(step: int, env: Distributed) -> dict:
     """One session of a run (a start or a resume) as result.json's `sessions` lists it: the
-    hosts its ranks ran on and the SLURM job (with its restart count after a requeue), so
-    `status` can tell a run's story, e.g. a node lost mid-run and the job requeued."""
-    env_vars = os.environ
-    job = env_vars.get("SLURM_ARRAY_JOB_ID") and \
-        f"{env_vars['SLURM_ARRAY_JOB_ID']}_{env_vars['SLURM_ARRAY_TASK_ID']}"
-    return {"started_at": now_iso(), "from_step": step, "nodes": env.hosts(),
-            "job": job or env_vars.get("SLURM_JOB_ID"),
-            "restart": int(env_vars.get("SLURM_RESTART_COUNT", 0)),
-            "to_step": step, "status": "running"}
+    process and hosts that trained it and the submitit job (with SLURM's restart count
+    after a requeue), so `status` can tell a run's story (a node lost mid-run, the job
+    requeued) and a test can count who trained a run."""
+    return {"started_at": now_iso(), "from_step": step, "to_step": step, "status": "running",
+            "nodes": env.hosts(), "host": socket.gethostname(), "pid": os.getpid(),
+            "job": job_id(), "restart": int(os.environ.get("SLURM_RESTART_COUNT", 0))}
 
 
 def now_iso() -> str:
@@ -130,10 +130,11 @@ def versions() -> dict:
 
 def finished_result(cfg: RunConfig, run_dir: Path) -> dict | None:
     """result.json of a finished run of this config in run_dir, if any. A run_dir that
-    belongs to another config is an error: a run folder holds exactly one run."""
+    belongs to another run is an error: a run folder holds exactly one run (its config may
+    differ from this one in non-semantic keys, e.g. data.num_workers, and still be it)."""
     if (run_dir / CONFIG).is_file():
         stored = RunConfig.from_dict(read_yaml(run_dir / CONFIG))
-        if stored != cfg:
+        if stored.run_id != cfg.run_id:
             raise ConfigError(f"{run_dir} holds another run (run id {stored.run_id}; this "
                               f"config is {cfg.run_id}): choose another --out folder")
     if (run_dir / RESULT).is_file():
@@ -300,7 +301,7 @@ class Run:
         self.session_start = time.time()
         self.session_step = 0  # the step this session started (resumed) at
         self.wall_base = 0.0
-        self.sessions: list[dict] = []  # earlier sessions' records, then this one's
+        self.sessions: list[dict] = []  # who trained this run: one entry per (re)start
 
     # -- records ----------------------------------------------------------------------
 
@@ -325,10 +326,20 @@ class Run:
             "nodes": self.sessions[-1]["nodes"] if self.sessions else [socket.gethostname()],
             "sessions": self.sessions,
             "started_at": p.started_at, "updated_at": now_iso(), "heartbeat": time.time(),
-            "error": error}
+            "error": error, **self.description()}
         if self.env.is_main:
             write_json(self.run_dir / RESULT, result)
         return result
+
+    def description(self) -> dict:
+        """What analysis needs to read this run without the data set or this code: the
+        input the model was built for, the planned length and the split sizes."""
+        spec, splits = self.splits.spec, self.splits
+        return {"input": {"index_shape": list(spec.index_shape), "channels": spec.channels},
+                "planned": {"steps": self.total_steps,
+                            "examples": self.total_steps * self.cfg.train.batch_size},
+                "split_sizes": {"train": len(splits.train), "val": len(splits.val),
+                                "test": len(splits.test)}}
 
     def save_checkpoint(self) -> None:
         self.progress.wall_time_s = self.wall_time()
@@ -359,9 +370,9 @@ class Run:
             self.wall_base = self.progress.wall_time_s
             self.session_step = self.progress.step
         try:  # the sessions so far, including one that ended after the checkpoint
-            self.sessions = read_json(self.run_dir / RESULT).get("sessions") or []
-        except (OSError, ValueError):
-            self.sessions = []
+            self.sessions = list(read_json(self.run_dir / RESULT).get("sessions") or [])
+        except (OSError, ValueError, AttributeError):
+            self.sessions = []  # a first start, or a record from before sessions were kept
         self.sessions.append(new_session(self.progress.step, self.env))
         rows = [r for r in read_jsonl(self.run_dir / METRICS) if r["step"] <= self.progress.step]
         if rows:
@@ -497,23 +508,40 @@ def train_run(cfg: RunConfig, run_dir: Path, *,
     A finished run (completed or diverged) of the same config is returned as it is. A
     RunStopped from on_eval records its status and propagates; any other exception
     records `failed` with its traceback tail and propagates. A non-finite loss ends the
-    run as `diverged` with the last finite metrics.
+    run as `diverged` with the last finite metrics. One process trains a run folder at a
+    time: a second one raises RunBusy before it writes anything (experiments/locks.py).
+    A record that the file system refuses (full, read-only) raises RecordWriteError,
+    after recording `failed` if that small write still succeeds; the last checkpoint is
+    intact, so the same call resumes once there is room.
     """
     run_dir = Path(run_dir)
     result = finished_result(cfg, run_dir)
     if result is not None:
         return result
     run = Run(cfg, run_dir, init_distributed(), on_eval)
+    with run_lock(run_dir) if run.env.is_main else nullcontext():
+        result = finished_result(cfg, run_dir)  # finished by another process meanwhile
+        if result is not None:
+            return result
+        try:
+            run.start()
+            return run.finish()
+        except RunStopped as stop:
+            record_end(run, stop.status, str(stop))
+            raise
+        except Exception as exc:
+            tail = "".join(traceback.format_exception(exc)[-6:])
+            record_end(run, "failed", f"{type(exc).__name__}: {exc}\n{tail}")
+            raise
+
+
+def record_end(run: Run, status: str, error: str) -> None:
+    """Record how the run ended, unless the file system refuses even that (the caller's
+    exception says why; status then shows the run's heartbeat going stale)."""
     try:
-        run.start()
-        return run.finish()
-    except RunStopped as stop:
-        run.write_result(stop.status, error=str(stop))
-        raise
-    except Exception as exc:
-        tail = "".join(traceback.format_exception(exc)[-6:])
-        run.write_result("failed", error=f"{type(exc).__name__}: {exc}\n{tail}")
-        raise
+        run.write_result(status, error=error)
+    except RecordWriteError as exc:
+        log(f"could not record status {status!r} either: {exc.strerror}", run.env)
 
 
 def load_trained(path: str | Path):

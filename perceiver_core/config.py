@@ -7,6 +7,7 @@ sweep point fails before anything is built, submitted or written.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 ARCHS = ("perceiver", "resnet", "vit")
@@ -29,6 +30,8 @@ def check_choice(section: str, name: str, value, choices) -> None:
 def check_min(section: str, name: str, value, minimum, strict: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{section}.{name}={value!r} must be a number")
+    if not math.isfinite(value):  # NaN compares False with everything: it passes any bound
+        raise ConfigError(f"{section}.{name}={value!r} must be a finite number")
     if value < minimum or (strict and value == minimum):
         relation = ">" if strict else ">="
         raise ConfigError(f"{section}.{name}={value!r} must be {relation} {minimum}")
@@ -56,6 +59,9 @@ def check_types(obj) -> None:
         if is_bool_as_number or not isinstance(value, expected):
             raise ConfigError(f"{section}.{f.name}={value!r} must be of type {base}")
         if base == "float":
+            if not math.isfinite(value):
+                raise ConfigError(f"{section}.{f.name}={value!r} must be a finite number "
+                                  "(not nan or inf)")
             object.__setattr__(obj, f.name, float(value))
 
 

@@ -135,11 +135,26 @@ def signal_mid_trial(study, signum: int):
     ({"pruner": {"name": "median", "n_warmup_steps": -1}}, "pruner:"),
     ({"trials": 0}, "trials=0 must be >= 1"),
     ({"direction": "maximize"}, "unknown study key(s) ['direction']"),
+    ({"space": {"train.lr": {"type": "float", "low": float("nan"), "high": 0.1}}},
+     "space.train.lr.low=nan must be a finite number"),
+    ({"space": {"train.lr": {"type": "float", "low": 1e-3, "high": float("inf")}}},
+     "space.train.lr.high=inf must be a finite number"),
+    ({"stale_after_s": float("inf")}, "stale_after_s=inf must be a finite number"),
 ])
 def test_bad_study_files_are_rejected_naming_the_key(tmp_path, fields, message):
     with pytest.raises(ConfigError) as error:
         S.load_study(write_study(tmp_path, **fields))
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n"])
+def test_an_empty_study_file_is_rejected_before_anything_is_written(tmp_path, capsys, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    out = tmp_path / "out"
+    assert main(["study", str(path), "--out", str(out)]) == 2
+    assert f"{path}: the study file is empty" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_bad_search_space_fails_before_any_worker_starts(tmp_path, capsys):
@@ -313,6 +328,10 @@ def test_two_local_workers_on_one_journal_finish_exactly_the_trials(tmp_path, ti
     runs = load_results(out)  # the analysis table carries the trial columns
     assert len(runs) == 4 and (runs["trial.state"] == "COMPLETE").all()
     assert (runs["trial.val_acc"] == runs["final.val_acc"]).all()
+    for trial in complete:  # each run folder says which trial it was, without the storage
+        record = read_json(out / trial.user_attrs["run_id"] / "result.json")["trial"]
+        assert record == {"study": "pair", "number": trial.number, "state": "COMPLETE",
+                          "val_acc": trial.value}
 
     # The same command with more trials resumes the study: one more trial, nothing redone.
     assert main(["study", str(path), "--workers", "2", "--out", str(out), "--trials", "5",
@@ -322,17 +341,28 @@ def test_two_local_workers_on_one_journal_finish_exactly_the_trials(tmp_path, ti
 
 
 def test_killed_worker_leaves_a_failed_trial_and_the_study_completes(tmp_path, tiny_fashion_mnist):
-    trials = 3
-    spec = S.load_study(write_study(tmp_path, tiny_fashion_mnist, trials=trials, stale_after_s=8))
+    """A local worker's death is seen from its pid as soon as the other worker looks (it
+    polls every 2 s while idle, or looks after its own trial), not after stale_after_s."""
+    trials = 2
+    spec = S.load_study(write_study(tmp_path, tiny_fashion_mnist, trials=trials,
+                                    stale_after_s=600))
     out = tmp_path / "out"
     study, _, jobs = W.launch(spec, out, executor="local", workers=2)
 
     victim = signal_mid_trial(study, signal.SIGKILL)
+    killed_at = time.time()
+    wait_until(lambda: study.get_trials()[victim.number].state == TrialState.FAIL, 90,
+               "the dead worker's trial to be failed")
+    noticed_s = time.time() - killed_at
+    assert noticed_s < 90 < spec.stale_after_s
+    print(f"\nkilled worker's trial failed {noticed_s:.1f} s after the kill")
 
     wait_until(lambda: S.tally(study)["finished"] >= trials and all(j.done() for j in jobs),
                120, "the surviving worker to finish the study")
     killed = study.get_trials()[victim.number]
-    assert killed.state == TrialState.FAIL and killed.user_attrs["lost"].startswith("stale")
+    pid = victim.user_attrs["worker"].rsplit(":", 1)[1]
+    assert killed.state == TrialState.FAIL
+    assert killed.user_attrs["lost"].startswith(f"worker gone: its process {pid} on ")
     (retry,) = [t for t in study.get_trials() if t.user_attrs.get("retry_of") == victim.number]
     assert retry.state == TrialState.COMPLETE and retry.params == killed.params
     assert retry.user_attrs["run_id"] == killed.user_attrs["run_id"]
@@ -389,6 +419,7 @@ def test_median_pruner_stops_a_trial_that_learns_nothing(tmp_path, tiny_fashion_
     assert sorted(pruned.intermediate_values) == [5, 10]
     result = read_json(Path(pruned.user_attrs["run_dir"]) / "result.json")
     assert result["status"] == "pruned" and result["step"] == 10
+    assert result["trial"] == {"study": "tiny", "number": 2, "state": "PRUNED"}
 
 
 def test_pareto_study_of_accuracy_and_flops(tmp_path, tiny_fashion_mnist):

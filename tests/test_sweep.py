@@ -92,6 +92,10 @@ def test_expansion_is_zip_then_grid_then_seeds_with_overrides_on_the_base(tmp_pa
     ({"seeds": [0, "one"]}, r"seeds: must be a non-empty list of integers"),
     ({"seeds": [0], "grid": {"train.seed": [1]}}, r"seeds: and a train.seed axis"),
     ({"base": {"preset": "nope"}}, r"base: unknown preset 'nope'"),
+    ({}, r"no axes: give `grid:`, `zip:` or `seeds:`"),
+    ({"grid": {}, "zip": None}, r"no axes"),
+    ({"grid": {"train.lr": [0.001, float("nan")]}},
+     r"point 2/2 \(train.lr=nan\): train.lr=nan must be a finite number"),
 ])
 def test_a_bad_sweep_names_what_is_wrong(tmp_path, spec, match):
     path = tmp_path / "bad.yaml"
@@ -100,6 +104,16 @@ def test_a_bad_sweep_names_what_is_wrong(tmp_path, spec, match):
     with pytest.raises(ConfigError, match=match) as error:
         load_sweep(path)
     assert str(path) in str(error.value) and "nothing was submitted" in str(error.value)
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_an_empty_sweep_file_is_rejected_before_anything_is_written(tmp_path, capsys, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, "sweep", path, "--out", out)
+    assert code == 2 and not out.exists()
+    assert f"sweep {path}: the file is empty" in err and "nothing was submitted" in err
 
 
 def test_an_override_of_a_swept_key_is_an_error(tmp_path):
@@ -256,10 +270,10 @@ def test_status_of_a_folder_without_runs_is_a_clean_error(tmp_path, capsys):
 # -- real sweeps -----------------------------------------------------------------------------
 
 def test_local_executor_sweep_with_a_failing_run(tmp_path, capsys, fashion_mnist_root):
-    """Two runs packed into one local job; one cannot find its data. The other still
-    trains, `status` points at the log, and only --rerun-failed submits the failed one."""
-    path = write_sweep(tmp_path / "s.yaml",
-                       grid={"data.root": [str(fashion_mnist_root), str(tmp_path / "none")]})
+    """Two runs packed into one local job; one asks for more training images than the
+    data set holds (found only once the data is read). The other still trains, `status`
+    points at the log, and only --rerun-failed submits the failed one."""
+    path = write_sweep(tmp_path / "s.yaml", grid={"data.train_subset": [256, 1_000_000]})
     out = tmp_path / "out"
     good, bad = (p.run_id for p in load_sweep(path).points)
     code, text, _ = cli(capsys, "sweep", path, "--out", out, "--runs-per-job", "2", "--wait")
@@ -270,7 +284,7 @@ def test_local_executor_sweep_with_a_failing_run(tmp_path, capsys, fashion_mnist
     assert result["step"] == 20 and 0 < result["final"]["test_acc"] < 1
     code, text, _ = cli(capsys, "status", out)
     (log,) = [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith(f"  {bad}")]
-    assert "Fashion-MNIST not found" in Path(log.split("  [")[0]).read_text()
+    assert "data.train_subset=1000000 exceeds the" in Path(log.split("  [")[0]).read_text()
 
     code, text, _ = cli(capsys, "sweep", path, "--out", out)
     assert "1 run(s) completed" in text and "1 run(s) failed" in text
@@ -281,7 +295,7 @@ def test_local_executor_sweep_with_a_failing_run(tmp_path, capsys, fashion_mnist
 
 
 def test_debug_executor_trains_in_this_process(tmp_path, capsys, fashion_mnist_root):
-    path = write_sweep(tmp_path / "one.yaml")
+    path = write_sweep(tmp_path / "one.yaml", seeds=[0])
     out = tmp_path / "out"
     code, text, _ = cli(capsys, "sweep", path, "--executor", "debug", "--out", out)
     assert code == 0 and "as 1 debug job(s)" in text
@@ -348,7 +362,8 @@ def test_preempted_job_is_requeued_and_resumes_to_the_same_metrics(tmp_path, cap
     """The same 200-step run twice, side by side on the cluster: one is preempted after
     its first checkpoint, requeued by its checkpoint() and resumed; both end identical."""
     spec = {"base": {**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 100,
-                                             "max_steps": 200, "eval_every": 20}}}
+                                             "max_steps": 200, "eval_every": 20}},
+            "seeds": [0]}
     path = tmp_path / "long.yaml"
     path.write_text(yaml.safe_dump(spec))
     out, reference = tmp_path / "preempted", tmp_path / "reference"
@@ -386,7 +401,7 @@ def test_two_task_ddp_run_through_the_cluster(array_sweep, tmp_path, capsys):
     """tasks_per_node=2 (one task per GPU on a GPU cluster) starts two gloo ranks that
     train one run; with the same global batch it matches the array's 1-process run."""
     _, array_out, _ = array_sweep
-    path = write_sweep(tmp_path / "one.yaml")
+    path = write_sweep(tmp_path / "one.yaml", seeds=[0])
     out = tmp_path / "ddp"
     code, text, _ = cli(capsys, "sweep", path, "cluster.tasks_per_node=2", "--executor",
                         "slurm", "--out", out, "--wait")

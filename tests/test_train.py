@@ -26,6 +26,7 @@ import yaml
 from experiments.cli import main
 from experiments.config import RunConfig, load_config
 from experiments.distributed import export_slurm_env, leave_distributed
+from experiments.locks import RUN_LOCK
 from experiments.optim import build_optimizer, lr_factor, param_groups
 from experiments.records import CHECKPOINT, CONFIG, METRICS, RESULT, read_json, read_jsonl
 from experiments.train import RunStopped, load_trained, train_run
@@ -38,7 +39,8 @@ TINY = {"model.num_latents": 8, "model.latent_channels": 16, "model.num_blocks":
         "train.eval_every": 4, "train.warmup_steps": 2}
 RESULT_KEYS = {"run_id", "status", "step", "epoch", "final", "best", "params", "macs", "flops",
                "flops_breakdown", "wall_time_s", "samples_per_s", "versions", "host",
-               "nodes", "sessions", "started_at", "updated_at", "heartbeat", "error"}
+               "nodes", "sessions", "started_at", "updated_at", "heartbeat", "error", "input",
+               "planned", "split_sizes"}
 ROW_KEYS = {"step", "epoch", "time_s", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
             "samples_per_s"}
 TIMING = ("time_s", "samples_per_s")  # the only fields of a metrics row that may differ
@@ -98,7 +100,7 @@ def completed(tmp_path_factory, base):
 def test_a_run_completes_and_writes_every_record(completed):
     cfg, run_dir, stdout = completed
     assert stdout.strip().splitlines()[-1] == str(run_dir)
-    assert {p.name for p in run_dir.iterdir()} == {CONFIG, METRICS, RESULT, CHECKPOINT}
+    assert {p.name for p in run_dir.iterdir()} == {CONFIG, METRICS, RESULT, CHECKPOINT, RUN_LOCK}
     assert RunConfig.from_dict(yaml.safe_load((run_dir / CONFIG).read_text())) == cfg
 
     result = read_json(run_dir / RESULT)
@@ -107,6 +109,12 @@ def test_a_run_completes_and_writes_every_record(completed):
     assert result["run_id"] == cfg.run_id
     steps = 2 * (320 // 32)
     assert result["step"] == steps and result["epoch"] == 2.0
+    # What analysis needs without the data set: the input, the plan, the splits.
+    assert result["input"] == {"index_shape": [28, 28], "channels": 1}
+    assert result["planned"] == {"steps": steps, "examples": steps * 32}
+    assert result["split_sizes"] == {"train": 320, "val": 193, "test": SUBSET}
+    (session,) = result["sessions"]  # trained by one process, this one
+    assert session["pid"] == os.getpid() and session["from_step"] == 0 and session["job"] is None
     assert result["flops"] == 2 * result["macs"] > 0 and result["params"] > 0
     assert sum(result["flops_breakdown"].values()) == result["flops"]
     assert set(result["versions"]) == {"torch", "python", "package", "git_commit"}
@@ -188,6 +196,8 @@ def test_resume_after_sigkill_gives_identical_final_metrics(completed, base, tmp
     assert result["status"] == "completed"
     assert result["final"] == read_json(reference / RESULT)["final"]
     assert curve(run_dir) == curve(reference)
+    assert [s["from_step"] for s in result["sessions"]] == [0, 10]  # two processes trained it
+    assert result["run_id"] == read_json(reference / RESULT)["run_id"]  # checkpoint cadence
 
 
 def test_resume_after_an_exception_and_failed_status(completed, tmp_path, monkeypatch,

@@ -9,6 +9,7 @@ node lost mid-run) gets its story below the table, one line per session.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -113,8 +114,16 @@ def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[st
 
 
 def run(args) -> int:
+    from experiments.identity import migrate
+    from experiments.locks import folder_lock
     from experiments.study import study_status
 
+    folder = Path(args.results_dir)
+    if folder.is_dir() and os.access(folder, os.W_OK):  # a folder we may only read: as it is
+        with folder_lock(folder):
+            for old, new in migrate(folder).items():
+                print(f"run {old} is {new} under this version's run ids: renamed (the old "
+                      "name links to it)")
     trials = study_status(args.results_dir)  # a study's folder: its trials, best marked *
     if trials is not None:
         print(trials)

@@ -146,7 +146,11 @@ def run(args) -> int:
         entry = submit(sweep, todo, folder, profile, executor=args.executor,
                        runs_per_job=args.runs_per_job, profile_overrides=cluster_overrides)
         jobs = entry["jobs"]
-        print(f"submitted {len(todo)} run(s) of {sweep.path} as {len(jobs)} {args.executor} "
+        submitted = sum(len(job["run_ids"]) for job in jobs)
+        if submitted < len(todo):
+            print(f"{len(todo) - submitted} run(s) were submitted by another command into "
+                  f"{folder} meanwhile, not submitted again")
+        print(f"submitted {submitted} run(s) of {sweep.path} as {len(jobs)} {args.executor} "
               f"job(s) ({entry['runs_per_job']} run(s) per job, {entry['threads'] or 'default'}"
               f" thread(s) each) at {entry['submitted_at']}:")
         for job in jobs:

@@ -27,7 +27,16 @@ def run(args) -> int:
     from experiments.distributed import init_distributed, leave_distributed
     from experiments.train import train_run
 
-    run_dir = args.out or DEFAULT_ROOT / cfg.run_id
+    if args.out:
+        run_dir = args.out
+    else:  # a folder of an earlier version's run id is this run's: rename it, train nothing
+        from experiments.identity import migrate
+        from experiments.locks import folder_lock
+
+        if DEFAULT_ROOT.is_dir():
+            with folder_lock(DEFAULT_ROOT):
+                migrate(DEFAULT_ROOT)
+        run_dir = DEFAULT_ROOT / cfg.run_id
     result = train_run(cfg, run_dir)
     if init_distributed().is_main:
         final = result["final"]
