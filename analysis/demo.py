@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from experiments.orchestration.sweeps import SEED_KEY, Point, Sweep, load_sweep
 from experiments.records import atomic_write_text
-from experiments.sweep import SEED_KEY, Point, Sweep, load_sweep
 from perceiver_core.config import ConfigError
 
 DEMO_SWEEP = "demo"  # experiments/sweeps/demo.yaml
@@ -65,7 +65,7 @@ class Progress:
     def poll(self) -> bool:
         """Print a line if anything changed (or QUIET_S passed); False once nothing of the
         sweep is queued or running."""
-        from experiments.tracking import ACTIVE, FINISHED, run_states
+        from experiments.orchestration.tracking import ACTIVE, FINISHED, run_states
 
         states = [s for s in run_states(self.folder) if s.run_id in self.ids]
         counts: dict[str, int] = {}
@@ -95,10 +95,10 @@ def run_sweep(sweep: Sweep, folder: Path, executor: str, poll_s: float,
               log: Callable[[str], None]) -> None:
     """Submit what is missing (failed runs again: they resume from their checkpoints),
     then follow the runs until none is queued or running."""
-    from experiments.cluster import load_profile
     from experiments.commands.sweep import wait
-    from experiments.launch import plan, submit
-    from experiments.tracking import run_states
+    from experiments.orchestration.cluster import load_profile
+    from experiments.orchestration.submit import plan, submit
+    from experiments.orchestration.tracking import run_states
 
     stale = [s.run_id for s in run_states(folder) if s.run_id not in
              {p.run_id for p in sweep.points}]
@@ -163,7 +163,7 @@ def run_demo(out_dir: str | Path = DEFAULT_OUT, sweep: str | Path = DEMO_SWEEP,
     from analysis.attention import write_attention
     from analysis.report import write_report
     from analysis.results import accuracy, load_results
-    from experiments.tracking import run_states
+    from experiments.orchestration.tracking import run_states
 
     log = log or (lambda text: print(text, flush=True))
     if executor not in ("local", "debug"):

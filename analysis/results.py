@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 
 from experiments.config import SECTIONS
+from experiments.orchestration.study import trial_columns
 from experiments.records import (
     CONFIG,
     METRICS,
@@ -34,7 +35,6 @@ from experiments.records import (
     read_yaml,
     run_dirs,
 )
-from experiments.study import trial_columns
 
 SEED = "train.seed"
 FINISHED = ("completed", "diverged")  # runs whose metrics are final

@@ -90,3 +90,13 @@ def leave_distributed() -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def job_id() -> str | None:
+    """The submitit job (SLURM: `ARRAYID_TASK`) this process runs in, if any."""
+    import submitit
+
+    try:
+        return submitit.JobEnvironment().job_id
+    except RuntimeError:  # not in a submitit job (the debug executor, `train`)
+        return None

@@ -40,10 +40,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from experiments.cluster import job_id
 from experiments.config import RunConfig
 from experiments.data import input_spec, load_splits
-from experiments.distributed import Distributed, init_distributed
+from experiments.distributed import Distributed, init_distributed, job_id
 from experiments.errors import CheckpointError
 from experiments.locks import run_lock
 from experiments.optim import build_optimizer, build_schedule

@@ -28,7 +28,7 @@ from analysis import figures, report, results, style, tables  # noqa: E402
 from experiments import records  # noqa: E402
 from experiments.cli import main  # noqa: E402
 from experiments.config import resolve  # noqa: E402
-from experiments.study import JOURNAL_FILE, STUDY_FILE  # noqa: E402
+from experiments.orchestration.study import JOURNAL_FILE, STUDY_FILE  # noqa: E402
 
 # pinned here, not taken from the preset, so retuning the preset cannot move the axes
 BASE = {"train.epochs": 1, "data.train_subset": 512, "model.latent_channels": 128,

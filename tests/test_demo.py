@@ -15,8 +15,8 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 from analysis import demo as D  # noqa: E402
+from experiments.orchestration.sweeps import load_sweep  # noqa: E402
 from experiments.records import read_json  # noqa: E402
-from experiments.sweep import load_sweep  # noqa: E402
 from perceiver_core.config import ConfigError  # noqa: E402
 
 

@@ -10,6 +10,7 @@ from PIL import Image
 
 from experiments.cli import main
 from experiments.config import NON_SEMANTIC, RunConfig, TrainConfig, load_config
+from experiments.orchestration.sweeps import load_sweep
 from experiments.records import (
     CHECKPOINT,
     CONFIG,
@@ -19,7 +20,6 @@ from experiments.records import (
     read_jsonl,
     read_yaml,
 )
-from experiments.sweep import load_sweep
 from experiments.train import train_run
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -118,11 +118,11 @@ ANALYSIS_READS = {"experiments.records", "experiments.config", "experiments.form
 ANALYSIS_LOADER = {("experiments.train", "load_trained")}
 ANALYSIS_BREAKS = {
     "analysis.attention": "loads test images with experiments.data.load_splits",
-    "analysis.demo": "runs the sweep itself: experiments.sweep, launch, tracking, cluster "
-                     "and commands.sweep (samples_seen, wait)",
+    "analysis.demo": "runs the sweep itself: experiments.orchestration "
+                     "(sweeps, submit, tracking, cluster) and commands.sweep (samples_seen, wait)",
     "analysis.figures": "recovers the image shape with experiments.data.input_spec",
-    "analysis.report": "reads studies with experiments.study.load_recorded",
-    "analysis.results": "joins trials with experiments.study.trial_columns",
+    "analysis.report": "reads studies with experiments.orchestration.study.load_recorded",
+    "analysis.results": "joins trials with experiments.orchestration.study.trial_columns",
 }
 
 

@@ -14,8 +14,8 @@ from test_study import assert_exactly_complete, write_study
 from test_sweep import TINY_BASE, cli, fake_job, states
 
 from experiments.cli import main
+from experiments.orchestration.tracking import Queued, read_manifest, run_state
 from experiments.records import METRICS, RESULT, read_json, read_jsonl, write_json
-from experiments.tracking import Queued, read_manifest, run_state
 
 SCRIPT = __import__("conftest").CLUSTER_SCRIPT
 TWO_NODES = ("cluster.nodes=2", "cluster.tasks_per_node=1")

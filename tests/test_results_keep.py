@@ -13,9 +13,9 @@ from conftest import skip_or_fail
 
 from experiments.cli import main
 from experiments.commands.sweep import wait
+from experiments.orchestration.sweeps import load_sweep
+from experiments.orchestration.tracking import read_manifest
 from experiments.records import CHECKPOINT, CONFIG, RESULT, read_json
-from experiments.sweep import load_sweep
-from experiments.tracking import read_manifest
 from experiments.train import Run
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import cloudpickle
 import pytest
 import submitit
 
-from experiments.cluster import Profile, load_profile, make_executor
+from experiments.orchestration.cluster import Profile, load_profile, make_executor
 from perceiver_core.config import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -27,8 +27,8 @@ from conftest import skip_or_fail
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from experiments import study as S
-from experiments import study_workers as W
+from experiments.orchestration import study as S
+from experiments.orchestration import study_workers as W
 from experiments.cli import main
 from experiments.records import CHECKPOINT, read_json
 from perceiver_core.config import ConfigError
@@ -40,7 +40,7 @@ TINY = {"model": {"num_latents": 16, "latent_channels": 32, "num_blocks": 1,
         "train": {"max_steps": 20, "eval_every": 5, "batch_size": 32, "optimizer": "adamw",
                   "schedule": "constant", "epochs": 100, "warmup_steps": 0}}
 LR = {"train.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
-STUDIES = Path(S.__file__).parent / "studies"
+STUDIES = Path(S.__file__).parents[1] / "studies"
 
 
 def write_study(folder: Path, data_root: Path | None = None, **fields) -> Path:

@@ -14,10 +14,10 @@ import yaml
 
 from experiments.cli import main
 from experiments.config import ConfigError, load_config
-from experiments.launch import local_layout
+from experiments.orchestration.submit import local_layout
+from experiments.orchestration.sweeps import SWEEP_DIR, load_sweep
+from experiments.orchestration.tracking import add_submission, read_manifest, run_states
 from experiments.records import METRICS, RESULT, read_json, read_jsonl, write_json, write_yaml
-from experiments.sweep import SWEEP_DIR, load_sweep
-from experiments.tracking import add_submission, read_manifest, run_states
 
 # A model small enough that a run (load data, count FLOPs, 20 steps, test on 10,000
 # 14x14 images) takes a few seconds on one core.

@@ -2,9 +2,10 @@
 
 Works for any results folder with run records (a sweep, a study, runs of `train`); a
 sweep's manifest adds the runs that have not started and the logs of its jobs
-(experiments/tracking.py says how states are decided, without `sacct`). The `nodes` column
-is where the run's ranks last ran; a run that was interrupted and resumed (a requeue, a
-node lost mid-run) gets its story below the table, one line per session.
+(experiments/orchestration/tracking.py says how states are decided, without `sacct`).
+The `nodes` column is where the run's ranks last ran; a run that was interrupted and
+resumed (a requeue, a node lost mid-run) gets its story below the table, one line per
+session.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[st
     """(the status table and the logs of failed runs, number of failed runs)."""
     from experiments.config import ConfigError
     from experiments.formatting import human
-    from experiments.tracking import run_states
+    from experiments.orchestration.tracking import run_states
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -116,7 +117,7 @@ def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[st
 def run(args) -> int:
     from experiments.identity import migrate
     from experiments.locks import folder_lock
-    from experiments.study import study_status
+    from experiments.orchestration.study import study_status
 
     folder = Path(args.results_dir)
     if folder.is_dir() and os.access(folder, os.W_OK):  # a folder we may only read: as it is

@@ -54,7 +54,7 @@ def ended(job) -> bool:
 
 def run(args) -> int:
     from experiments.commands.sweep import split_items
-    from experiments.study import load_study, study_status, tally
+    from experiments.orchestration.study import load_study, study_status, tally
 
     overrides, cluster_overrides = split_items(args.items)
     spec = load_study(args.study, overrides, trials=args.trials, storage=args.storage)
@@ -71,8 +71,8 @@ def start(spec, out: Path, args, cluster_overrides: dict):
     finished or its workers ended, else None. (The jobs stay inside this function: `run`'s
     frame outlives the call, kept by the traceback of an optional import that failed in
     it, and a submitit job still alive at interpreter exit prints errors from __del__.)"""
-    from experiments.study import public_url, tally
-    from experiments.study_workers import launch
+    from experiments.orchestration.study import public_url, tally
+    from experiments.orchestration.study_workers import launch
 
     study, url, jobs = launch(spec, out, executor=args.executor, cluster=args.cluster,
                               workers=args.workers, profile_overrides=cluster_overrides)

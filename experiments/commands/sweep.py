@@ -96,7 +96,7 @@ def dry_run(sweep) -> None:
 def wait(folder: Path, run_ids: set[str]) -> None:
     """Until no run is queued or running and their jobs have exited (a DDP job's other
     ranks, a packed job's remaining runs, a job the controller requeues after a node loss)."""
-    from experiments.tracking import (
+    from experiments.orchestration.tracking import (
         ACTIVE,
         job_outcome,
         latest_jobs,
@@ -120,11 +120,11 @@ def wait(folder: Path, run_ids: set[str]) -> None:
 
 
 def run(args) -> int:
-    from experiments.cluster import load_profile
     from experiments.commands.status import report
     from experiments.config import ConfigError
-    from experiments.launch import plan, submit
-    from experiments.sweep import load_sweep
+    from experiments.orchestration.cluster import load_profile
+    from experiments.orchestration.submit import plan, submit
+    from experiments.orchestration.sweeps import load_sweep
 
     config_overrides, cluster_overrides = split_items(args.items)
     sweep = load_sweep(args.sweep, config_overrides)

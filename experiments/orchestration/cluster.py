@@ -22,7 +22,7 @@ from typing import Any
 from experiments.config import read_yaml
 from perceiver_core.config import ConfigError, check_min
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "slurm" / "profiles"
+PROFILE_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
 # Where slurm/local-cluster.sh keeps its state unless PERCEIVER_SLURM_DIR says otherwise.
 LOCAL_CLUSTER_DIR = "/tmp/perceiver-slurm"
 EXECUTORS = ("slurm", "local", "debug")
@@ -132,16 +132,6 @@ class Requeueable:
 
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
-
-
-def job_id() -> str | None:
-    """The submitit job (SLURM: `ARRAYID_TASK`) this process runs in, if any."""
-    import submitit
-
-    try:
-        return submitit.JobEnvironment().job_id
-    except RuntimeError:  # not in a submitit job (the debug executor, `train`)
-        return None
 
 
 def make_executor(profile: Profile, folder: str | Path, name: str = "perceiver",

@@ -27,7 +27,7 @@ from typing import Any
 
 from experiments.config import ConfigError, RunConfig, merge, parse_overrides, read_yaml, resolve
 
-SWEEP_DIR = Path(__file__).parent / "sweeps"
+SWEEP_DIR = Path(__file__).parents[1] / "sweeps"
 SPEC_KEYS = ("description", "base", "grid", "zip", "seeds")
 SEED_KEY = "train.seed"
 

@@ -3,7 +3,7 @@
 The job is a callable object in the style of FAIR's `run_with_submitit.py` (DeiT, MAE,
 DINO): submitit pickles it, runs `__call__` on the cluster and, when SLURM signals a
 preemption or the time limit, calls `checkpoint()`, which hands back the same object to be
-requeued (experiments.cluster.Requeueable). Nothing else needs saving: each run
+requeued (experiments.orchestration.cluster.Requeueable). Nothing else needs saving: each run
 checkpoints itself as it trains and `train_run` resumes from there (or returns at once for
 a finished run), so a requeued job simply starts over its list of runs.
 
@@ -24,12 +24,12 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from experiments.cluster import Profile, Requeueable, make_executor
 from experiments.config import RunConfig
 from experiments.identity import migrate
 from experiments.locks import folder_lock
-from experiments.sweep import Point, Sweep
-from experiments.tracking import add_submission, relative, run_states
+from experiments.orchestration.cluster import Profile, Requeueable, make_executor
+from experiments.orchestration.sweeps import Point, Sweep
+from experiments.orchestration.tracking import add_submission, relative, run_states
 
 SUBMITTABLE = ("new", "failed")
 

@@ -38,9 +38,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from experiments.cluster import Requeueable, job_id
-from experiments.records import RESULT, read_json, write_json, write_yaml
-from experiments.study import (
+from experiments.distributed import job_id
+from experiments.orchestration.cluster import Requeueable
+from experiments.orchestration.study import (
     STUDY_FILE,
     StudySpec,
     is_rdb,
@@ -50,6 +50,7 @@ from experiments.study import (
     storage_url,
     tally,
 )
+from experiments.records import RESULT, read_json, write_json, write_yaml
 from perceiver_core.config import ConfigError
 
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -122,7 +123,7 @@ def reap_dead_workers(study: optuna.Study) -> list[int]:
     controller that restarts a preempted worker: while it lives, the requeued worker
     retries its own trial. Workers on other hosts are left to the heartbeat. Returns the
     trial numbers failed here."""
-    from experiments.tracking import pid_alive
+    from experiments.orchestration.tracking import pid_alive
 
     here, failed = socket.gethostname(), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -307,10 +308,10 @@ def launch(spec: StudySpec, out: str | Path, executor: str = "local", cluster: s
     A profile with `nodes` > 1 places the workers on different nodes: they go out as one
     SLURM job of that many nodes, workers/nodes tasks per node, each task a worker that
     trains its trials alone (an array's jobs land wherever the scheduler packs them)."""
-    from experiments.cluster import load_profile, make_executor
     from experiments.identity import migrate
-    from experiments.launch import cores
     from experiments.locks import folder_lock
+    from experiments.orchestration.cluster import load_profile, make_executor
+    from experiments.orchestration.submit import cores
 
     if workers < 1:
         raise ConfigError(f"--workers={workers} must be >= 1")
