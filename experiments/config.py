@@ -34,6 +34,7 @@ OPTIMIZERS = ("lamb", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 AUDIO_FEATURES = ("raw", "mel")
+MODALITIES = ("audio", "video")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class DataConfig:
     clip_seconds: float = 10.0  # audio: clips are cut or zero-padded to this length
     audio_features: str = "raw"  # raw samples (1D positions) or mel (time x frequency, 2D)
     mel_bands: int = 64
+    modality: str = "audio"  # audioset folders: audio clips, or video clips (3D positions)
+    video_frames: int = 16  # frames taken evenly over each clip (resized to image_size)
+    patch_size: int = 1  # video: p x p pixels per input element (space-time patching)
+    patch_frames: int = 1  # video: frames per input element
 
     @property
     def crops(self) -> bool:
@@ -73,7 +78,9 @@ class DataConfig:
         check_choice("data", "audio_features", self.audio_features, AUDIO_FEATURES)
         check_min("data", "sample_rate", self.sample_rate, 1)
         check_min("data", "clip_seconds", self.clip_seconds, 0, strict=True)
-        check_min("data", "mel_bands", self.mel_bands, 1)
+        check_choice("data", "modality", self.modality, MODALITIES)
+        for name in ("mel_bands", "video_frames", "patch_size", "patch_frames"):
+            check_min("data", name, getattr(self, name), 1)
         check_min("data", "val_size", self.val_size, 0)
         check_min("data", "num_workers", self.num_workers, 0)
         check_min("data", "crop_scale_min", self.crop_scale_min, 0, strict=True)

@@ -258,7 +258,7 @@ def audio_folder(tmp_path):
     time = np.arange(2000) / 8000
     for part, count in (("train", 40), ("test", 12)):
         lines = ["# Segments csv created Sun Mar  5 10:54:31 2017",
-                 "# num_ytids=%d, num_segs=%d" % (count, count),
+                 f"# num_ytids={count}, num_segs={count}",
                  "# YTID, start_seconds, end_seconds, positive_labels"]
         for i in range(count):
             ytid = f"{part}{i:03d}"
@@ -350,3 +350,79 @@ def test_malformed_audio_is_an_error_before_training(audio_folder, tmp_path, dam
                  "--out", str(out)]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Video clips (PyAV) with 3D positions and space-time patching
+
+
+@pytest.fixture
+def video_folder(audio_folder):
+    """The audio fixture's segments as 6-frame 24x32 mp4 clips: a red clip for the low
+    tone, a bright one for the high tone, a frame-by-frame brightening one for noise."""
+    import av
+
+    (audio_folder / "video").mkdir()
+    for part in ("train", "test"):
+        for line in (audio_folder / f"{part}.csv").read_text().splitlines():
+            if line.startswith("#"):
+                continue
+            ytid, labels = line.split(",")[0], line.partition('"')[2]
+            with av.open(str(audio_folder / "video" / f"{ytid}.mp4"), "w") as container:
+                stream = container.add_stream("mpeg4", rate=6)
+                stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+                for t in range(6):
+                    frame = np.full((24, 32, 3), 40, np.uint8)
+                    frame[..., 0] += 160 * ("/m/tone_a" in labels)
+                    frame += np.uint8(100 * ("/m/tone_b" in labels))
+                    frame[:, :, 1] += np.uint8(20 * t * ("/m/noise" in labels))
+                    image = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                    for packet in stream.encode(image):
+                        container.mux(packet)
+                for packet in stream.encode():
+                    container.mux(packet)
+    return audio_folder
+
+
+VIDEO = ["data.modality=video", "data.image_size=8", "data.video_frames=4", "data.val_size=8",
+         "model.num_classes=3"]
+
+
+def test_video_clips_are_read_back_with_space_time_positions(video_folder):
+    cfg = load_config(None, [f"data.root={video_folder}", *VIDEO], preset="audioset")
+    splits = load_splits(cfg)
+    test = next(splits.test.batches(12, train=False, **KW))
+    assert test.inputs.shape == (12, 4 * 8 * 8, 3) and test.positions.shape == (256, 3)
+    assert test.positions[0].tolist() == [-1, -1, -1] and test.positions[-1].tolist() == [1, 1, 1]
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    rgb = (test.inputs * std + mean) * 255  # back to pixels
+    red = test.labels[:, 0] == 1
+    assert (rgb[red, :, 0].mean(1) > 150).all() and (rgb[~red, :, 0].mean(1) < 180).all()
+    noise = (test.labels[:, 2] == 1) & (test.labels[:, 1] == 0)
+    green = rgb[noise].reshape(-1, 4, 64, 3)[..., 1].mean(-1)  # per frame: brightening
+    assert (green.diff(dim=1) > 10).all()
+    patched = load_splits(cfg.replace({"data.patch_size": 4, "data.patch_frames": 2}))
+    blocks = next(patched.test.batches(12, train=False, **KW))
+    assert blocks.inputs.shape == (12, 2 * 2 * 2, 2 * 4 * 4 * 3)
+    assert blocks.positions.shape == (8, 3)
+    # The first block holds frames 0-1, rows 0-3, columns 0-3 of the unpatched clip.
+    first = test.inputs.reshape(12, 4, 8, 8, 3)[:, :2, :4, :4].reshape(12, -1)
+    torch.testing.assert_close(blocks.inputs[:, 0], first)
+
+
+def test_video_trains_from_the_cli(video_folder, tmp_path):
+    result = train_cli(tmp_path, f"data.root={video_folder}", *VIDEO, "data.patch_size=2",
+                       "train.max_steps=4", preset="audioset")
+    assert result["status"] == "completed" and 0 < result["final"]["test_map"] <= 1
+
+
+def test_video_errors_name_the_clip_and_the_fix(video_folder, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="needs data.image_size"):
+        input_spec(load_config(None, [*VIDEO, "data.image_size=null"], preset="audioset").data)
+    with pytest.raises(ConfigError, match="must be divisible by data.patch_frames=3"):
+        input_spec(load_config(None, [*VIDEO, "data.patch_frames=3"], preset="audioset").data)
+    (video_folder / "video" / "train003.mp4").write_bytes(b"\x00" * 64)
+    assert main(["train", "--preset", "audioset", f"data.root={video_folder}", *VIDEO,
+                 "--out", str(tmp_path / "run")]) == 2
+    assert re.search(r"cannot decode video .*train003.mp4", capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()

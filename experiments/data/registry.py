@@ -70,6 +70,9 @@ def check_config(cfg: RunConfig) -> None:
                           f"data.name={entry.name}: use one of {', '.join(entry.augments)}")
     if cfg.data.hflip and entry.family != "images":
         raise ConfigError(f"data.hflip mirrors images; data.name={entry.name} is not one")
+    if cfg.data.modality != "audio" and entry.name != "audioset":
+        raise ConfigError(f"data.modality={cfg.data.modality} selects the clips of an "
+                          f"audioset folder; data.name={entry.name} has no other modality")
     spec = entry.spec(cfg.data)
     if spec.num_points is not None and cfg.encoding.kind == "learned":
         raise ConfigError(f"encoding.kind=learned indexes a table by array position, but "

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from experiments.data.common import ArraySplit, Batch, InputSpec, Splits, carve
+from experiments.data.video import VIDEO_EXTENSIONS, patch, read_frames, video_shape
 from perceiver_core.config import ConfigError
 from perceiver_core.position import grid_positions
 
@@ -44,7 +45,8 @@ VOWELS_IN_SKTIME = f"sktime/datasets/data/{VOWELS}"
 VOWELS_FRAMES, VOWELS_CHANNELS, VOWELS_CLASSES = 29, 12, 9
 AUDIO_HOW = ("expected data.root to hold class_labels_indices.csv (index,mid,display_name), "
              "train.csv and test.csv in AudioSet's segment layout (YTID, start_seconds, "
-             "end_seconds, \"mid,mid\") and the clips as audio/<YTID>.wav or .flac")
+             "end_seconds, \"mid,mid\") and the clips as audio/<YTID>.wav or .flac "
+             "(data.modality=audio) or video/<YTID>.mp4 (data.modality=video)")
 AUDIO_EXTENSIONS = (".wav", ".flac")
 AUDIOSET_CLASSES = 527
 MEL_WINDOW_S, MEL_HOP_S = 0.025, 0.010  # 25 ms windows every 10 ms, the usual speech/audio frame
@@ -161,6 +163,9 @@ def mel_geometry(data: DataConfig) -> tuple[int, int, int]:
 
 
 def audio_spec(data: DataConfig) -> InputSpec:
+    if data.modality == "video":
+        index_shape, channels = video_shape(data)
+        return InputSpec(channels, index_shape, AUDIOSET_CLASSES, multi_label=True)
     if data.audio_features == "mel":
         return InputSpec(1, (mel_geometry(data)[2], data.mel_bands), AUDIOSET_CLASSES,
                          multi_label=True)
@@ -224,12 +229,12 @@ def read_clip(path: Path, data: DataConfig) -> np.ndarray:
     return np.pad(audio[:samples], (0, max(0, samples - len(audio))))
 
 
-def find_clip(folder: Path, ytid: str) -> Path:
-    for extension in AUDIO_EXTENSIONS:
+def find_clip(folder: Path, ytid: str, extensions: tuple[str, ...]) -> Path:
+    for extension in extensions:
         if (folder / f"{ytid}{extension}").is_file():
             return folder / f"{ytid}{extension}"
-    raise ConfigError(f"no audio file for segment {ytid}: expected {folder / ytid}.wav or "
-                      ".flac")
+    raise ConfigError(f"no {folder.name} file for segment {ytid}: expected {folder / ytid} "
+                      f"with one of the extensions {', '.join(extensions)}")
 
 
 def log_mel(waves: Tensor, data: DataConfig) -> Tensor:
@@ -267,13 +272,20 @@ def audio_splits(cfg: RunConfig) -> Splits:
     parts = {}
     for part in ("train", "test"):
         segments = read_segments(root / f"{part}.csv", mids)
-        waves = [read_clip(find_clip(root / "audio", ytid), data) for ytid, _ in segments]
+        if data.modality == "video":
+            clips = [read_frames(find_clip(root / "video", ytid, VIDEO_EXTENSIONS), data)
+                     for ytid, _ in segments]
+            inputs = patch(torch.stack(clips), data)
+        else:
+            waves = [read_clip(find_clip(root / "audio", ytid, AUDIO_EXTENSIONS), data)
+                     for ytid, _ in segments]
+            inputs = audio_features(waves, data)
         targets = torch.zeros(len(segments), len(mids))
         for row, (_, classes) in enumerate(segments):
             targets[row, classes] = 1
-        parts[part] = (audio_features(waves, data), targets)
+        parts[part] = (inputs, targets)
     spec = audio_spec(data)
-    spec = InputSpec(1, spec.index_shape, len(mids), multi_label=True)
+    spec = InputSpec(spec.channels, spec.index_shape, len(mids), multi_label=True)
     (inputs, labels), (test_inputs, test_labels) = parts["train"], parts["test"]
     train, val = carve(len(inputs), data, str(root / "train.csv"))
     return Splits(SignalSplit(inputs[train], labels[train], data),
