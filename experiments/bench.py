@@ -35,8 +35,13 @@ import torch
 from experiments.config import RunConfig
 from experiments.data import Batch, InputSpec, input_spec
 from experiments.distributed import Distributed
-from experiments.train import autocast, config_flops, prepare_training, train_step
-from perceiver_core import build_model
+from experiments.train import (
+    autocast,
+    build_for,
+    config_flops,
+    prepare_training,
+    train_step,
+)
 from perceiver_core.config import ConfigError
 
 PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
@@ -244,4 +249,4 @@ def bench(cfg: RunConfig, *, warmup: int = 2, steps: int = 5,
 
 
 def default_model(cfg: RunConfig, spec: InputSpec) -> torch.nn.Module:
-    return build_model(cfg.model, cfg.encoding, spec.channels, spec.index_shape)
+    return build_for(cfg, spec)

@@ -34,7 +34,7 @@ OPTIMIZERS = ("lamb", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 AUDIO_FEATURES = ("raw", "mel")
-MODALITIES = ("audio", "video")
+MODALITIES = ("audio", "video", "audio+video")
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,8 @@ class DataConfig:
     clip_seconds: float = 10.0  # audio: clips are cut or zero-padded to this length
     audio_features: str = "raw"  # raw samples (1D positions) or mel (time x frequency, 2D)
     mel_bands: int = 64
-    modality: str = "audio"  # audioset folders: audio clips, or video clips (3D positions)
+    # audioset folders: audio clips, video clips (3D positions) or both in one input array
+    modality: str = "audio"
     video_frames: int = 16  # frames taken evenly over each clip (resized to image_size)
     patch_size: int = 1  # video: p x p pixels per input element (space-time patching)
     patch_frames: int = 1  # video: frames per input element

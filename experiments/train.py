@@ -127,6 +127,12 @@ def finished_result(cfg: RunConfig, run_dir: Path) -> dict | None:
     return None
 
 
+def build_for(cfg: RunConfig, spec) -> torch.nn.Module:
+    """cfg's model for inputs of `spec` (an InputSpec, possibly of several modalities)."""
+    return build_model(cfg.model, cfg.encoding, spec.channels, spec.index_shape,
+                       spec.modalities)
+
+
 def config_flops(cfg: RunConfig) -> dict:
     """count_flops (params, MACs, paper FLOPs, breakdown) of one example of cfg's data.
 
@@ -137,7 +143,7 @@ def config_flops(cfg: RunConfig) -> dict:
     check_config(cfg)
     spec = input_spec(cfg.data)
     with torch.device("meta" if cfg.model.arch == "perceiver" else "cpu"):
-        model = build_model(cfg.model, cfg.encoding, spec.channels, spec.index_shape)
+        model = build_for(cfg, spec)
         positions = spec.example_positions()
         inputs = torch.zeros(1, spec.num_inputs, spec.channels)
     return count_flops(model, inputs, positions)
@@ -322,8 +328,7 @@ class Run:
         self.eval_every = tc.eval_every or self.steps_per_epoch
 
         torch.manual_seed(tc.seed)
-        self.model = build_model(cfg.model, cfg.encoding, spec.channels,
-                                 spec.index_shape).to(env.device)
+        self.model = build_for(cfg, spec).to(env.device)
         self.counts = config_flops(cfg)
         if self.counts["unsupported_ops"]:
             print("warning: FLOPs miss ops fvcore cannot count: "
@@ -561,7 +566,6 @@ def load_trained(path: str | Path):
                           f"{CHECKPOINT} (perceiver-ablate train prints it) or the file itself")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = RunConfig.from_dict(state["config"])
-    spec = input_spec(cfg.data)
-    model = build_model(cfg.model, cfg.encoding, spec.channels, spec.index_shape)
+    model = build_for(cfg, input_spec(cfg.data))
     model.load_state_dict(state["model"])
     return model.eval(), cfg

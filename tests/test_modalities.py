@@ -15,6 +15,7 @@ import torch
 from experiments.cli import main
 from experiments.config import load_config
 from experiments.data import REGISTRY, input_spec, load_splits
+from experiments.data.common import packed_positions
 from experiments.train import mean_average_precision
 from perceiver_core import build_model
 from perceiver_core.config import ConfigError
@@ -426,3 +427,53 @@ def test_video_errors_name_the_clip_and_the_fix(video_folder, tmp_path, capsys):
                  "--out", str(tmp_path / "run")]) == 2
     assert re.search(r"cannot decode video .*train003.mp4", capsys.readouterr().err)
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Audio + video: one Perceiver over both modalities
+
+
+def test_multimodal_encoding_pads_with_modality_embeddings_and_counts_flops_exactly():
+    from perceiver_core import count_flops
+    from perceiver_core.config import EncodingConfig, ModelConfig
+    from perceiver_core.multimodal import MultimodalEncoding
+    from perceiver_core.position import PositionEncoding
+
+    model_cfg = ModelConfig(num_latents=8, latent_channels=16, latent_heads=2, num_blocks=2,
+                            self_attends_per_block=1, num_cross_attends=2, num_classes=5)
+    encoding = EncodingConfig(num_bands=3)
+    modalities = ((1, (40,)), (12, (2, 4, 4)))  # audio samples; 2x4x4 video patches of 12
+    torch.manual_seed(0)
+    model = build_model(model_cfg, encoding, 12, (72,), modalities)
+    positions = packed_positions([(40,), (2, 4, 4)])
+    inputs = torch.randn(2, 72, 12)
+    inputs[:, :40, 1:] = 0  # audio has one channel; the rest is padding
+    assert isinstance(model.position, MultimodalEncoding)
+    x = model.position(inputs, positions)
+    # audio: 1 + 1*(2*3+1) = 8 channels; video: 12 + 3*(2*3+1) = 33; common = 33 + 4.
+    assert x.shape == (2, 72, 37)
+    audio = PositionEncoding(encoding, (40,))(inputs[:, :40, :1], positions[:40, :1])
+    torch.testing.assert_close(x[:, :40, :8], audio)
+    assert torch.equal(x[0, :40, 8:], x[1, 39:40, 8:].expand(40, -1))  # one learned embedding
+    assert torch.equal(x[:, 40:, 33:], model.position.embeddings[1].expand(2, 32, 4))
+    counts = count_flops(model, inputs[:1], positions)
+    assert counts["unsupported_ops"] == {}
+    # After the encoding the model is a plain Perceiver over (72, 37): the same FLOPs.
+    plain = build_model(model_cfg, EncodingConfig(kind="none"), 37, (72,))
+    assert counts["flops"] == count_flops(plain, x[:1].detach(), positions)["flops"]
+    embeddings = sum(p.numel() for p in model.position.parameters())
+    assert counts["params"] == sum(p.numel() for p in plain.parameters()) + embeddings
+
+
+def test_audio_and_video_train_as_one_input_from_the_cli(video_folder, tmp_path):
+    items = [f"data.root={video_folder}", *VIDEO, *AUDIO, "data.modality=audio+video",
+             "data.patch_size=2"]
+    splits = load_splits(load_config(None, items, preset="audioset"))
+    assert splits.spec.modalities == ((1, (2000,)), (12, (4, 4, 4)))
+    batch = next(splits.test.batches(3, train=False, **KW))
+    assert batch.inputs.shape == (3, 2064, 12) and batch.positions.shape == (2064, 3)
+    assert batch.inputs[:, :2000, 1:].abs().max() == 0  # audio zero-padded to 12 channels
+    assert batch.positions[:2000, 1:].abs().max() == 0
+    result = train_cli(tmp_path, *items, "train.max_steps=4", preset="audioset")
+    assert result["status"] == "completed" and 0 < result["final"]["test_map"] <= 1
+    assert result["flops"] > 0

@@ -43,6 +43,9 @@ class InputSpec:
     num_classes: int
     multi_label: bool = False  # targets are multi-hot; loss is sigmoid BCE, metric mAP
     num_points: int | None = None  # set for unordered point sets
+    # Several modalities packed along M ((channels, index_shape) each, in order; see
+    # perceiver_core/multimodal.py): channels is then the widest, index_shape (M,).
+    modalities: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
     @property
     def num_inputs(self) -> int:
@@ -56,10 +59,20 @@ class InputSpec:
     def example_positions(self) -> Tensor:
         """(M, d) positions of the right shape for counting FLOPs or benchmarking: the grid,
         or (for point sets) points spread over [-1, 1] (the cost does not depend on them)."""
+        if self.modalities:
+            return packed_positions([shape for _, shape in self.modalities])
         if self.num_points is None:
             return grid_positions(self.index_shape)
         return torch.linspace(-1, 1, self.num_points)[:, None].expand(
             -1, len(self.index_shape)).contiguous()
+
+
+def packed_positions(shapes) -> Tensor:
+    """The grids of several index shapes, one after the other along M, each zero-padded to
+    the largest number of position dimensions."""
+    dims = max(len(shape) for shape in shapes)
+    grids = [grid_positions(shape) for shape in shapes]
+    return torch.cat([torch.nn.functional.pad(g, (0, dims - g.shape[1])) for g in grids])
 
 
 class Batch(NamedTuple):

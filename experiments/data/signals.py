@@ -53,12 +53,14 @@ MEL_WINDOW_S, MEL_HOP_S = 0.025, 0.010  # 25 ms windows every 10 ms, the usual s
 
 
 class SignalSplit(ArraySplit):
-    """In-memory (N, *index_shape, C) arrays on one shared grid of positions."""
+    """In-memory (N, *index_shape, C) arrays on one shared set of positions (by default
+    the grid of index_shape)."""
 
-    def __init__(self, inputs: Tensor, labels: Tensor, data: DataConfig):
+    def __init__(self, inputs: Tensor, labels: Tensor, data: DataConfig,
+                 positions: Tensor | None = None):
         super().__init__(labels, data)
         self.inputs = inputs.flatten(1, -2)  # (N, M, C)
-        self.positions = grid_positions(inputs.shape[1:-1])
+        self.positions = grid_positions(inputs.shape[1:-1]) if positions is None else positions
 
     def batch(self, indices: Tensor, draws: None) -> Batch:
         return Batch(self.inputs[indices], self.positions, self.labels[indices])
@@ -162,14 +164,18 @@ def mel_geometry(data: DataConfig) -> tuple[int, int, int]:
     return window, hop, 1 + clip_samples(data) // hop
 
 
-def audio_spec(data: DataConfig) -> InputSpec:
+def audio_spec(data: DataConfig, classes: int = AUDIOSET_CLASSES) -> InputSpec:
+    """The spec of data.modality: audio, video, or both packed along M (audio first)."""
+    sound = ((mel_geometry(data)[2], data.mel_bands) if data.audio_features == "mel"
+             else (clip_samples(data),))
+    if data.modality == "audio":
+        return InputSpec(1, sound, classes, multi_label=True)
+    index_shape, channels = video_shape(data)
     if data.modality == "video":
-        index_shape, channels = video_shape(data)
-        return InputSpec(channels, index_shape, AUDIOSET_CLASSES, multi_label=True)
-    if data.audio_features == "mel":
-        return InputSpec(1, (mel_geometry(data)[2], data.mel_bands), AUDIOSET_CLASSES,
-                         multi_label=True)
-    return InputSpec(1, (clip_samples(data),), AUDIOSET_CLASSES, multi_label=True)
+        return InputSpec(channels, index_shape, classes, multi_label=True)
+    modalities = ((1, sound), (channels, index_shape))
+    total = math.prod(sound) + math.prod(index_shape)
+    return InputSpec(channels, (total,), classes, multi_label=True, modalities=modalities)
 
 
 def read_classes(root: Path) -> tuple[list[str], list[str]]:
@@ -272,22 +278,31 @@ def audio_splits(cfg: RunConfig) -> Splits:
     parts = {}
     for part in ("train", "test"):
         segments = read_segments(root / f"{part}.csv", mids)
-        if data.modality == "video":
-            clips = [read_frames(find_clip(root / "video", ytid, VIDEO_EXTENSIONS), data)
-                     for ytid, _ in segments]
-            inputs = patch(torch.stack(clips), data)
-        else:
+        arrays = []  # (N, *index_shape, C) per modality, audio first
+        if data.modality in ("audio", "audio+video"):
             waves = [read_clip(find_clip(root / "audio", ytid, AUDIO_EXTENSIONS), data)
                      for ytid, _ in segments]
-            inputs = audio_features(waves, data)
+            arrays.append(audio_features(waves, data))
+        if data.modality in ("video", "audio+video"):
+            clips = [read_frames(find_clip(root / "video", ytid, VIDEO_EXTENSIONS), data)
+                     for ytid, _ in segments]
+            arrays.append(patch(torch.stack(clips), data))
+        inputs = pack(arrays)
         targets = torch.zeros(len(segments), len(mids))
         for row, (_, classes) in enumerate(segments):
             targets[row, classes] = 1
         parts[part] = (inputs, targets)
-    spec = audio_spec(data)
-    spec = InputSpec(spec.channels, spec.index_shape, len(mids), multi_label=True)
+    spec = audio_spec(data, len(mids))
+    positions = spec.example_positions()  # the grid(s); packed for several modalities
     (inputs, labels), (test_inputs, test_labels) = parts["train"], parts["test"]
     train, val = carve(len(inputs), data, str(root / "train.csv"))
-    return Splits(SignalSplit(inputs[train], labels[train], data),
-                  SignalSplit(inputs[val], labels[val], data),
-                  SignalSplit(test_inputs, test_labels, data), spec, tuple(names))
+    return Splits(SignalSplit(inputs[train], labels[train], data, positions),
+                  SignalSplit(inputs[val], labels[val], data, positions),
+                  SignalSplit(test_inputs, test_labels, data, positions), spec, tuple(names))
+
+
+def pack(arrays: list[Tensor]) -> Tensor:
+    """(N, *index_shape_k, C_k) arrays -> (N, sum M_k, max C_k), each zero-padded in C."""
+    flat = [a.flatten(1, -2) for a in arrays]
+    width = max(a.shape[-1] for a in flat)
+    return torch.cat([torch.nn.functional.pad(a, (0, width - a.shape[-1])) for a in flat], 1)
