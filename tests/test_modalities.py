@@ -33,6 +33,13 @@ def train_cli(tmp_path, *items: str, preset: str | None = None) -> dict:
     return json.loads((out / "result.json").read_text())
 
 
+def attention_cli(tmp_path) -> list[str]:
+    """The attention command on train_cli's run: the PNG files it wrote."""
+    assert main(["attention", str(tmp_path / "run"), "--images", "1", "--latents", "4",
+                 "--out", str(tmp_path / "maps")]) == 0
+    return sorted(p.name for p in (tmp_path / "maps").glob("*.png"))
+
+
 def test_every_registered_data_set_validates_and_builds_a_model():
     for name, entry in REGISTRY.items():
         cfg = load_config(None, {"data.name": name})
@@ -101,6 +108,9 @@ def test_points_train_from_the_cli(tiny_fashion_mnist, tmp_path):
                        preset="fashion-mnist-points")
     assert result["status"] == "completed" and result["metric"] == "acc"
     assert result["final"]["test_acc"] > 0.2  # chance is 0.1
+    # Points are drawn as a scatter coloured by each latent's attention logit.
+    assert attention_cli(tmp_path) == ["attention_logits_closeups_0.png",
+                                       "attention_logits_overview_0.png"]
 
 
 def test_learned_positions_are_refused_for_point_sets(tiny_fashion_mnist, tmp_path, capsys):
@@ -130,6 +140,7 @@ def test_japanese_vowels_train_from_the_cli(tmp_path):
                        preset="japanese-vowels")
     assert result["status"] == "completed"
     assert result["final"]["test_acc"] > 0.5  # chance is about 0.11
+    assert len(attention_cli(tmp_path)) == 2  # maps drawn as lines over time
 
 
 def test_malformed_ts_file_names_the_line(tmp_path):
@@ -415,6 +426,17 @@ def test_video_trains_from_the_cli(video_folder, tmp_path):
     result = train_cli(tmp_path, f"data.root={video_folder}", *VIDEO, "data.patch_size=2",
                        "train.max_steps=4", preset="audioset")
     assert result["status"] == "completed" and 0 < result["final"]["test_map"] <= 1
+    assert len(attention_cli(tmp_path)) == 2
+
+
+def test_video_maps_are_drawn_as_frames_side_by_side():
+    from analysis.attention import layout
+    from perceiver_core.position import grid_positions
+
+    lay = layout(grid_positions((3, 2, 4)), (3, 2, 4))
+    assert lay.shape == (2, 12)  # 3 frames of 2 x 4, left to right
+    frames = lay.image(np.arange(24))
+    assert frames[:, 4:8].tolist() == [[8, 9, 10, 11], [12, 13, 14, 15]]  # frame 1
 
 
 def test_video_errors_name_the_clip_and_the_fix(video_folder, tmp_path, capsys):
@@ -477,3 +499,6 @@ def test_audio_and_video_train_as_one_input_from_the_cli(video_folder, tmp_path)
     result = train_cli(tmp_path, *items, "train.max_steps=4", preset="audioset")
     assert result["status"] == "completed" and 0 < result["final"]["test_map"] <= 1
     assert result["flops"] > 0
+    assert attention_cli(tmp_path) == [  # each modality on its own positions
+        f"attention_logits_modality{k}_{kind}_0.png" for k in (1, 2)
+        for kind in ("closeups", "overview")]
