@@ -323,6 +323,9 @@ def test_audio_trains_from_the_cli_with_map(audio_folder, tmp_path, features):
     assert result["best"]["val_map"] >= final["val_map"]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert [r["step"] for r in rows] == [4, 8] and all("val_map" in r for r in rows)
+    assert main(["figures", str(tmp_path), "--out", str(tmp_path / "figures")]) == 0
+    assert "Accuracy is the test mAP" in (tmp_path / "figures" / "index.md").read_text()
+    assert (tmp_path / "figures" / "training_curves.png").is_file()
 
 
 def test_mel_spectrogram_has_time_by_frequency_positions(audio_folder):
