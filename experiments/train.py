@@ -6,7 +6,7 @@ result.json (whose `heartbeat` tells a watcher the run is alive). The test split
 evaluated once, at the end.
 
 Resuming is exact on CPU because nothing about the run lives outside the checkpoint:
-the batch order is a pure function of (seed, epoch) (experiments/data.py), the learning
+the batch order is a pure function of (seed, epoch) (experiments/data/common.py), the learning
 rate a pure function of the step (experiments/optim.py), and the checkpoint holds the
 weights, the optimizer, the RNG state and the partial training statistics. Metrics rows
 written after the last checkpoint are dropped on resume and computed again.
