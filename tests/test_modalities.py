@@ -52,6 +52,10 @@ def test_every_registered_data_set_validates_and_builds_a_model():
         load_config(None, {"data.name": "mnist"})
     with pytest.raises(ConfigError, match="data.augment='crop' does not apply"):
         load_splits(load_config(None, {"data.name": "japanese_vowels", "data.augment": "crop"}))
+    with pytest.raises(ConfigError, match="data.num_points=64 applies to point sets"):
+        load_splits(load_config(None, {"data.num_points": 64}))
+    with pytest.raises(ConfigError, match="data.modality=video selects the clips"):
+        load_splits(load_config(None, {"data.modality": "video"}))
 
 
 # ---------------------------------------------------------------------------------------

@@ -74,6 +74,9 @@ def check_config(cfg: RunConfig) -> None:
         raise ConfigError(f"data.modality={cfg.data.modality} selects the clips of an "
                           f"audioset folder; data.name={entry.name} has no other modality")
     spec = entry.spec(cfg.data)
+    if cfg.data.num_points is not None and spec.num_points is None:
+        raise ConfigError(f"data.num_points={cfg.data.num_points} applies to point sets; "
+                          f"data.name={entry.name} is not one: drop it")
     if spec.num_points is not None and cfg.encoding.kind == "learned":
         raise ConfigError(f"encoding.kind=learned indexes a table by array position, but "
                           f"data.name={entry.name} is an unordered point set: use "
