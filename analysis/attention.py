@@ -96,9 +96,17 @@ class Layout:
 
 
 def layout(positions: Tensor, index_shape: tuple[int, ...]) -> Layout:
-    """The Layout of one example's (M, d) positions on an input of `index_shape`."""
+    """The Layout of one example's (M, d) positions on an input of `index_shape`. A video's
+    (T, H, W) grid is laid out as its T frames side by side, an (H, T * W) image."""
     points = positions.detach().cpu().double()
     found = Layout(points.numpy())
+    if len(index_shape) == 3 and points.shape == (math.prod(index_shape), 3):
+        frames, height, width = index_shape
+        if not torch.allclose(points, grid_positions(index_shape).double(), atol=GRID_ATOL):
+            return found
+        cells = np.arange(frames * height * width).reshape(frames, height, width)
+        return Layout(found.positions, (height, frames * width),
+                      cells.transpose(1, 0, 2).reshape(-1))
     if len(index_shape) != 2 or points.shape[-1] != 2 or points.shape[0] != math.prod(index_shape):
         return found
     height, width = index_shape
@@ -249,7 +257,7 @@ def pick_examples(labels: Tensor, count: int) -> list[int]:
     """`count` example indices, one per class first (the first of each), then the rest."""
     first = {}
     for i, label in enumerate(labels.tolist()):
-        first.setdefault(label, i)
+        first.setdefault(str(label), i)  # a multi-hot label set counts as one class
     picked = list(first.values())[:count]
     return picked + [i for i in range(len(labels)) if i not in picked][:count - len(picked)]
 
@@ -257,11 +265,14 @@ def pick_examples(labels: Tensor, count: int) -> list[int]:
 def attention_figures(model: torch.nn.Module, inputs: Tensor, positions: Tensor | None,
                       index_shape: tuple[int, ...], kind: str = "logits",
                       latents: int = 64, closeups: int = 4,
-                      titles: list[str] | None = None) -> dict[str, Plot]:
+                      titles: list[str] | None = None,
+                      modalities: tuple = ()) -> dict[str, Plot]:
     """Overview and close-ups of every example in the batch: {name: Plot}.
 
     inputs (B, M, C) and positions (M, d) or (B, M, d) as the model takes them; the maps
     are drawn where the positions put each input (the grid of index_shape when None).
+    Packed modalities ((channels, index_shape) each, perceiver_core/multimodal.py) are
+    drawn one by one, each on its own positions.
     """
     if latents < 1 or closeups < 1:
         raise ConfigError(f"need at least one latent to draw (latents={latents}, "
@@ -277,28 +288,45 @@ def attention_figures(model: torch.nn.Module, inputs: Tensor, positions: Tensor 
         count, heads = len(all_maps), all_maps[0].shape[1] // model.latents.shape[0]
         maps = {i: all_maps[i][0].numpy() for i in selected(count)}
         del all_maps  # the cross-attends not drawn
-        lay = layout(own, index_shape)
-        shown = {i: m[:latents] for i, m in maps.items()}
         total = len(maps[0])
         rows = np.linspace(0, min(latents, total) - 1, min(closeups, total)).round()
         rows = sorted(set(rows.astype(int).tolist()))
         title = titles[b] if titles else f"example {b}"
-        where_text = ("drawn as images over the input grid" if lay.is_grid else
-                      "drawn against the inputs' positions")
-        plots[f"attention_{kind}_overview_{b}"] = Plot(
-            overview_figure(shown, lay, count, heads),
-            f"Cross-attention maps ({what}) of {title}: the first {len(shown[0])} "
-            f"{'maps' if heads > 1 else 'latents'} "
-            f"at {_names(list(maps), count)}, {where_text}; "
-            "each map has its own colour scale (low to high). Plaid (tartan) patterns come "
-            "from the Fourier position features.")
-        plots[f"attention_{kind}_closeups_{b}"] = Plot(
-            closeups_figure(inputs[b].numpy(), maps, rows, lay, count, heads, title),
-            f"Close-ups of {len(rows)} latents' {what} beside the input ({title}); one row "
-            "per cross-attend" + (", each map labelled with the share of its variance a row "
-                                  "function + column function explains (1 = pure plaid)."
-                                  if lay.is_grid else "."))
+        # (file name infix, caption, the modality's inputs, index shape, channels, dims)
+        parts = [("", title, slice(None), index_shape, inputs.shape[-1], own.shape[-1])]
+        if modalities:
+            starts = np.cumsum([0] + [math.prod(shape) for _, shape in modalities])
+            parts = [(f"modality{k + 1}_", f"{title}, modality {k + 1} {tuple(shape)}",
+                      slice(starts[k], starts[k + 1]), tuple(shape), channels, len(shape))
+                     for k, (channels, shape) in enumerate(modalities)]
+        for part, named, cols, shape, channels, dims in parts:
+            lay = layout(own[cols, :dims], shape)
+            own_maps = {i: m[:, cols] for i, m in maps.items()}
+            shown = {i: m[:latents] for i, m in own_maps.items()}
+            where_text = ("drawn as images over the input grid" if lay.is_grid else
+                          "drawn against the inputs' positions")
+            plots[f"attention_{kind}_{part}overview_{b}"] = Plot(
+                overview_figure(shown, lay, count, heads),
+                f"Cross-attention maps ({what}) of {named}: the first {len(shown[0])} "
+                f"{'maps' if heads > 1 else 'latents'} "
+                f"at {_names(list(maps), count)}, {where_text}; "
+                "each map has its own colour scale (low to high). Plaid (tartan) patterns "
+                "come from the Fourier position features.")
+            plots[f"attention_{kind}_{part}closeups_{b}"] = Plot(
+                closeups_figure(inputs[b, cols, :channels].numpy(), own_maps, rows, lay, count,
+                                heads, named),
+                f"Close-ups of {len(rows)} latents' {what} beside the input ({named}); one "
+                "row per cross-attend" + (", each map labelled with the share of its variance "
+                                          "a row function + column function explains (1 = "
+                                          "pure plaid)." if lay.is_grid else "."))
     return plots
+
+
+def describe(label: Tensor, classes: tuple[str, ...]) -> str:
+    """A class name, or the names of a multi-hot label set joined by '+'."""
+    if label.is_floating_point():
+        return "+".join(classes[i] for i in label.nonzero()[:, 0].tolist()) or "no label"
+    return classes[label]
 
 
 def write_attention(source: str | Path, out_dir: str | Path | None = None, images: int = 3,
@@ -321,8 +349,8 @@ def write_attention(source: str | Path, out_dir: str | Path | None = None, image
                                      train=False))
     picked = pick_examples(batch.labels, images)
     positions = batch.positions[picked] if batch.positions.dim() == 3 else batch.positions
-    titles = [f"test image {i} ({splits.classes[batch.labels[i]]})" for i in picked]
+    titles = [f"test example {i} ({describe(batch.labels[i], splits.classes)})" for i in picked]
     plots = attention_figures(model, batch.inputs[picked], positions, splits.spec.index_shape,
-                              kind, latents, closeups, titles)
+                              kind, latents, closeups, titles, splits.spec.modalities)
     out = Path(out_dir) if out_dir else (source if source.is_dir() else source.parent) / "attention"
     return save_plots(plots, out)

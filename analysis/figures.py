@@ -230,8 +230,10 @@ def _run_labels(frame: pd.DataFrame) -> pd.Series:
 
 @style.styled
 def curves_figure(curves: pd.DataFrame, frame: pd.DataFrame) -> Plot | None:
-    """Training loss and validation accuracy against step, one line per run."""
-    metrics = [m for m in ("train_loss", "val_acc") if m in curves and curves[m].notna().any()]
+    """Training loss and validation accuracy (or mAP, for multi-label runs) against step,
+    one line per run."""
+    metrics = [m for m in ("train_loss", "val_acc", "val_map")
+               if m in curves and curves[m].notna().any()]
     if curves.empty or not metrics:
         return None
     names = _run_labels(frame.set_index("run_id", drop=False))
@@ -242,7 +244,7 @@ def curves_figure(curves: pd.DataFrame, frame: pd.DataFrame) -> Plot | None:
     for ax, metric in zip(panels, metrics, strict=True):
         for run_id in run_ids:
             curve = curves[curves["run_id"] == run_id].sort_values("step")
-            y = percent(curve[metric]) if metric.endswith("acc") else curve[metric]
+            y = curve[metric] if metric.endswith("loss") else percent(curve[metric])
             diverged = curve["status"].iloc[0] == "diverged"
             color = style.DIVERGED_COLOR if diverged else colors(run_id)
             ax.plot(curve["step"], y, color=color, linewidth=0.9,
@@ -254,7 +256,8 @@ def curves_figure(curves: pd.DataFrame, frame: pd.DataFrame) -> Plot | None:
                 ax.plot(curve["step"][last], y[last], "x", color=color, markersize=6,
                         zorder=4, label="diverged")
         ax.set_xlabel("step")
-        ax.set_ylabel({"train_loss": "training loss", "val_acc": "val. accuracy (%)"}[metric])
+        ax.set_ylabel({"train_loss": "training loss", "val_acc": "val. accuracy (%)",
+                       "val_map": "val. mAP (%)"}[metric])
         if metric.endswith("loss") and (curves[metric].dropna() > 0).all():
             ax.set_yscale("log")
     _legend(fig, panels)

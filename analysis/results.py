@@ -136,11 +136,15 @@ def percent(values: pd.Series) -> pd.Series:
 
 def accuracy(frame: pd.DataFrame) -> tuple[pd.Series, str]:
     """(accuracy in %, its label): test accuracy when every completed run has one, else
-    validation accuracy."""
+    validation accuracy; for multi-label data sets (runs that record only mAP) the mean
+    average precision in their place."""
     done = frame[frame["status"] == "completed"]
-    name, label = "final.val_acc", "val. accuracy (%)"
-    if "final.test_acc" in frame and len(done) and done["final.test_acc"].notna().all():
-        name, label = "final.test_acc", "test accuracy (%)"
+    metric = "map" if "final.val_map" in frame and "final.val_acc" not in frame else "acc"
+    what = {"acc": "accuracy", "map": "mAP"}[metric]
+    name, label = f"final.val_{metric}", f"val. {what} (%)"
+    test = f"final.test_{metric}"
+    if test in frame and len(done) and done[test].notna().all():
+        name, label = test, f"test {what} (%)"
     if name not in frame:
         return pd.Series(math.nan, index=frame.index), label
     return percent(frame[name]), label

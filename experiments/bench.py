@@ -35,8 +35,13 @@ import torch
 from experiments.config import RunConfig
 from experiments.data import Batch, InputSpec, input_spec
 from experiments.distributed import Distributed
-from experiments.train import autocast, config_flops, prepare_training, train_step
-from perceiver_core import build_model, grid_positions
+from experiments.train import (
+    autocast,
+    build_for,
+    config_flops,
+    prepare_training,
+    train_step,
+)
 from perceiver_core.config import ConfigError
 
 PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
@@ -127,9 +132,10 @@ class PeakMemory:
 def synthetic_batch(cfg: RunConfig, spec: InputSpec, batch_size: int,
                     device: torch.device) -> Batch:
     """Random inputs of the config's shape, its position grid and random labels."""
-    positions = grid_positions(spec.index_shape)
-    batch = Batch(torch.randn(batch_size, positions.shape[0], spec.channels), positions,
-                  torch.randint(cfg.model.num_classes, (batch_size,)))
+    positions = spec.example_positions()
+    labels = (torch.randint(2, (batch_size, cfg.model.num_classes)).float() if spec.multi_label
+              else torch.randint(cfg.model.num_classes, (batch_size,)))
+    batch = Batch(torch.randn(batch_size, spec.num_inputs, spec.channels), positions, labels)
     if device.type == "cuda":
         batch = Batch(*(t.pin_memory() for t in batch))
     return batch
@@ -243,4 +249,4 @@ def bench(cfg: RunConfig, *, warmup: int = 2, steps: int = 5,
 
 
 def default_model(cfg: RunConfig, spec: InputSpec) -> torch.nn.Module:
-    return build_model(cfg.model, cfg.encoding, spec.channels, spec.index_shape)
+    return build_for(cfg, spec)

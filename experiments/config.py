@@ -33,44 +33,64 @@ from perceiver_core.config import (
 
 PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_PRESET = "fashion-mnist"
-DATASETS = ("fashion_mnist", "cifar10", "imagenet")
 OPTIMIZERS = ("lamb", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
-AUGMENTS = ("none", "crop", "randaugment")
+AUDIO_FEATURES = ("raw", "mel")
+MODALITIES = ("audio", "video", "audio+video")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     SECTION = "data"
 
-    name: str = "fashion_mnist"
+    name: str = "fashion_mnist"  # one of experiments/data/registry.py's data sets
     root: str | None = None  # null = the data set's standard location
     permute: bool = False  # one fixed pixel permutation, applied after positions (Table 2)
     permute_seed: int = 0
     train_subset: int | None = None  # use only this many training images
     val_size: int = 5000  # carved from train with a fixed seed; test is for final numbers
     image_size: int | None = None  # null = native resolution
-    augment: str = "none"  # crop = random-resized crop (returns its box, paper Fig. 4)
+    # crop = random-resized crop (returns its box, paper Fig. 4); scale = per-shape scaling
+    # and translation of a point cloud; which apply is per data set (the registry says)
+    augment: str = "none"
     crop_scale_min: float = 0.35
     hflip: bool = False  # mirror training images left-right with probability 1/2
     num_workers: int = 0
+    num_points: int | None = None  # points per example of a point set; null = its default
+    sample_rate: int = 16000  # audio: clips are resampled to this rate (Hz)
+    clip_seconds: float = 10.0  # audio: clips are cut or zero-padded to this length
+    audio_features: str = "raw"  # raw samples (1D positions) or mel (time x frequency, 2D)
+    mel_bands: int = 64
+    # audioset folders: audio clips, video clips (3D positions) or both in one input array
+    modality: str = "audio"
+    video_frames: int = 16  # frames taken evenly over each clip (resized to image_size)
+    patch_size: int = 1  # video: p x p pixels per input element (space-time patching)
+    patch_frames: int = 1  # video: frames per input element
 
     @property
     def crops(self) -> bool:
         """Training images get random-resized crops (augment=crop, and under RandAugment)."""
-        return self.augment != "none"
+        return self.augment in ("crop", "randaugment")
 
     def __post_init__(self) -> None:
+        from experiments.data.registry import AUGMENTS, REGISTRY  # the registry reads configs
+
         check_types(self)
-        check_choice("data", "name", self.name, DATASETS)
+        check_choice("data", "name", self.name, tuple(REGISTRY))
         check_choice("data", "augment", self.augment, AUGMENTS)
+        check_choice("data", "audio_features", self.audio_features, AUDIO_FEATURES)
+        check_min("data", "sample_rate", self.sample_rate, 1)
+        check_min("data", "clip_seconds", self.clip_seconds, 0, strict=True)
+        check_choice("data", "modality", self.modality, MODALITIES)
+        for name in ("mel_bands", "video_frames", "patch_size", "patch_frames"):
+            check_min("data", name, getattr(self, name), 1)
         check_min("data", "val_size", self.val_size, 0)
         check_min("data", "num_workers", self.num_workers, 0)
         check_min("data", "crop_scale_min", self.crop_scale_min, 0, strict=True)
         if self.crop_scale_min > 1:
             raise ConfigError(f"data.crop_scale_min={self.crop_scale_min} must be <= 1")
-        for name in ("train_subset", "image_size"):
+        for name in ("train_subset", "image_size", "num_points"):
             if getattr(self, name) is not None:
                 check_min("data", name, getattr(self, name), 1)
 
@@ -148,12 +168,6 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         return short_hash(self.signature())
-
-    @property
-    def legacy_run_id(self) -> str:
-        """The id of this config's run folder as versions before the signature named it (a
-        hash of every key), were it written with today's keys (experiments/identity.py)."""
-        return short_hash(self.to_dict())
 
     def replace(self, overrides: Mapping[str, Any]) -> RunConfig:
         return from_dict(merge(self.to_dict(), overrides))

@@ -7,7 +7,7 @@ result.json (whose `heartbeat` tells a watcher the run is alive). The test split
 evaluated once, at the end.
 
 Resuming is exact on CPU because nothing about the run lives outside the checkpoint:
-the batch order is a pure function of (seed, epoch) (experiments/data.py), the learning
+the batch order is a pure function of (seed, epoch) (experiments/data/common.py), the learning
 rate a pure function of the step (experiments/optim.py), and the checkpoint holds the
 weights, the optimizer, the RNG state and the partial training statistics. Metrics rows
 written after the last checkpoint are dropped on resume and computed again.
@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from experiments.config import RunConfig
 from experiments.data import input_spec, load_splits
+from experiments.data.registry import check_config
 from experiments.distributed import Distributed, init_distributed, job_id
 from experiments.errors import CheckpointError
 from experiments.locks import run_lock
@@ -62,12 +63,11 @@ from experiments.records import (
     write_jsonl,
     write_yaml,
 )
-from perceiver_core import build_model, count_flops, grid_positions
+from perceiver_core import build_model, count_flops
 from perceiver_core.config import ConfigError
 
 LOG_INTERVAL_S = 15.0  # seconds between progress lines on stderr
 FINISHED = ("completed", "diverged")  # a run with one of these is never trained again
-FINAL_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")  # result.json "final"
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 
 
@@ -93,7 +93,7 @@ class Progress:
     samples: int = 0  # training examples seen, all ranks
     train_time_s: float = 0.0  # time in training steps (data included, evaluation excluded)
     wall_time_s: float = 0.0  # summed over every session of the run
-    best_val_acc: float | None = None
+    best_val_score: float | None = None  # of the data set's metric (accuracy or mAP)
     best_step: int | None = None
     started_at: str = ""
 
@@ -143,6 +143,12 @@ def finished_result(cfg: RunConfig, run_dir: Path) -> dict | None:
     return None
 
 
+def build_for(cfg: RunConfig, spec) -> torch.nn.Module:
+    """cfg's model for inputs of `spec` (an InputSpec, possibly of several modalities)."""
+    return build_model(cfg.model, cfg.encoding, spec.channels, spec.index_shape,
+                       spec.modalities)
+
+
 def config_flops(cfg: RunConfig) -> dict:
     """count_flops (params, MACs, paper FLOPs, breakdown) of one example of cfg's data.
 
@@ -150,11 +156,12 @@ def config_flops(cfg: RunConfig) -> dict:
     model is counted without allocating its weights or activations); the CNN/ViT baselines
     run one example on the CPU, as torch.jit tracing of convolutions fails on meta tensors.
     """
+    check_config(cfg)
     spec = input_spec(cfg.data)
     with torch.device("meta" if cfg.model.arch == "perceiver" else "cpu"):
-        model = build_model(cfg.model, cfg.encoding, spec.channels, spec.index_shape)
-        positions = grid_positions(spec.index_shape)
-        inputs = torch.zeros(1, positions.shape[0], spec.channels)
+        model = build_for(cfg, spec)
+        positions = spec.example_positions()
+        inputs = torch.zeros(1, spec.num_inputs, spec.channels)
     return count_flops(model, inputs, positions)
 
 
@@ -169,12 +176,48 @@ def to_device(batch, device: torch.device):
     return (t.to(device, non_blocking=True) for t in batch)
 
 
+def loss_and_hits(logits, labels, label_smoothing: float = 0.0, reduction: str = "mean"):
+    """(loss, correct predictions or None). Integer labels: softmax cross-entropy and
+    accuracy. Multi-hot float labels (multi-label sets such as AudioSet): a sigmoid per
+    class with binary cross-entropy summed over classes, and no accuracy (the metric is
+    mAP over a whole split, see mean_average_precision)."""
+    if labels.is_floating_point():
+        loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum(-1)
+        return (loss.sum() if reduction == "sum" else loss.mean()), None
+    loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing,
+                           reduction=reduction)
+    return loss, (logits.argmax(-1) == labels).sum()
+
+
+def mean_average_precision(scores, targets) -> float | None:
+    """AudioSet's metric: average precision per class (scikit-learn's), averaged over the
+    classes that have a positive example in the split (AP is undefined for the others)."""
+    from sklearn.metrics import average_precision_score
+
+    present = targets.sum(0) > 0
+    if not present.any():
+        return None
+    return float(average_precision_score(targets[:, present].numpy(),
+                                         scores[:, present].numpy(), average="macro"))
+
+
+def gather(tensor, env: Distributed):
+    """Every rank's (n_r, ...) tensor, concatenated on every rank."""
+    if env.world_size == 1:
+        return tensor
+    parts = [None] * env.world_size
+    torch.distributed.all_gather_object(parts, tensor.cpu())
+    return torch.cat(parts)
+
+
 @torch.no_grad()
 def evaluate(model, split, batch_size: int, cfg: RunConfig, env: Distributed):
-    """(mean loss, accuracy) over a whole split, or (None, None) for an empty one."""
+    """(mean loss, score) over a whole split, or (None, None) for an empty one; the score
+    is accuracy, or mAP for a multi-label split."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=env.device)
+    scores, targets = [], []
     for batch in split.batches(batch_size, seed=cfg.train.seed, epoch=0, train=False,
                                rank=env.rank, world_size=env.world_size):
         if len(batch.labels) == 0:  # this rank's share of the last batch is empty
@@ -182,11 +225,20 @@ def evaluate(model, split, batch_size: int, cfg: RunConfig, env: Distributed):
         inputs, positions, labels = to_device(batch, env.device)
         with autocast(cfg, env.device):
             logits = model(inputs, positions).float()
-        sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum"),
-                             (logits.argmax(-1) == labels).sum(),
-                             torch.tensor(len(labels), device=env.device)]).double()
+        loss, hits = loss_and_hits(logits, labels, reduction="sum")
+        if hits is None:
+            scores.append(logits.cpu())
+            targets.append(labels.cpu())
+            hits = loss.new_zeros(())
+        sums += torch.stack([loss, hits, torch.tensor(len(labels), device=env.device)]).double()
     model.train(was_training)
     loss, correct, count = env.all_reduce(sums).tolist()
+    if split.labels.is_floating_point():  # multi-hot: the score is mAP
+        width = split.labels.shape[1]
+        score = mean_average_precision(
+            gather(torch.cat(scores) if scores else torch.zeros(0, width), env),
+            gather(torch.cat(targets) if targets else torch.zeros(0, width), env))
+        return (loss / count, score) if count else (None, None)
     return (loss / count, correct / count) if count else (None, None)
 
 
@@ -242,9 +294,9 @@ def train_step(trainer, optimizer, scheduler, batch, cfg: RunConfig,
     inputs, positions, labels = to_device(batch, env.device)
     with autocast(cfg, env.device):
         logits = trainer(inputs, positions).float()
-    loss = F.cross_entropy(logits, labels, label_smoothing=cfg.train.label_smoothing)
-    stats = env.all_reduce(torch.stack([loss.detach() * len(labels),
-                                        (logits.detach().argmax(-1) == labels).sum(),
+    loss, hits = loss_and_hits(logits, labels, cfg.train.label_smoothing)
+    hits = loss.new_zeros(()) if hits is None else hits  # multi-label: no accuracy
+    stats = env.all_reduce(torch.stack([loss.detach() * len(labels), hits,
                                         torch.tensor(len(labels), device=env.device)]).double())
     stats = stats.tolist()
     if not math.isfinite(stats[0]):
@@ -271,6 +323,10 @@ class Run:
         # Everything that can fail on bad input happens before the run folder exists.
         self.splits = load_splits(cfg)
         spec = self.splits.spec
+        self.metric = spec.metric  # val_acc / test_acc, or val_map / test_map
+        if spec.multi_label and cfg.train.label_smoothing:
+            raise ConfigError(f"train.label_smoothing applies to single-label classes; "
+                              f"{cfg.data.name} is multi-label: set train.label_smoothing=0")
         if spec.num_classes != cfg.model.num_classes:
             raise ConfigError(f"model.num_classes={cfg.model.num_classes} but {cfg.data.name}"
                               f" has {spec.num_classes} classes: set model.num_classes="
@@ -287,8 +343,7 @@ class Run:
         self.eval_every = tc.eval_every or self.steps_per_epoch
 
         torch.manual_seed(tc.seed)
-        self.model = build_model(cfg.model, cfg.encoding, spec.channels,
-                                 spec.index_shape).to(env.device)
+        self.model = build_for(cfg, spec).to(env.device)
         self.counts = config_flops(cfg)
         if self.counts["unsupported_ops"]:
             print("warning: FLOPs miss ops fvcore cannot count: "
@@ -316,7 +371,8 @@ class Run:
         result = {
             "run_id": self.cfg.run_id, "status": status, "step": p.step,
             "epoch": p.step / self.steps_per_epoch, "final": self.final,
-            "best": {"val_acc": p.best_val_acc, "step": p.best_step},
+            "metric": self.metric,
+            "best": {f"val_{self.metric}": p.best_val_score, "step": p.best_step},
             "params": self.counts["params"], "macs": self.counts["macs"],
             "flops": self.counts["flops"], "flops_breakdown": self.counts["breakdown"],
             "wall_time_s": self.wall_time(),
@@ -365,7 +421,10 @@ class Run:
             torch.set_rng_state(state["rng"]["torch"])
             if "cuda" in state["rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-            self.progress = Progress(**state["progress"])
+            progress = state["progress"]
+            if "best_val_acc" in progress:  # checkpoints written before mAP existed
+                progress["best_val_score"] = progress.pop("best_val_acc")
+            self.progress = Progress(**progress)
             self.wall_base = self.progress.wall_time_s
             self.session_step = self.progress.step
         try:  # the sessions so far, including one that ended after the checkpoint
@@ -375,7 +434,7 @@ class Run:
         self.sessions.append(new_session(self.progress.step, self.env))
         rows = [r for r in read_jsonl(self.run_dir / METRICS) if r["step"] <= self.progress.step]
         if rows:
-            self.final = {k: rows[-1][k] for k in FINAL_KEYS}
+            self.final = {k: rows[-1][k] for k in self.final_keys()}
         if self.env.is_main:
             write_yaml(self.run_dir / CONFIG, self.cfg.to_dict())
             write_jsonl(self.run_dir / METRICS, rows)
@@ -384,30 +443,37 @@ class Run:
             log(f"resumed {self.run_dir} at step {self.progress.step}/{self.total_steps}",
                 self.env)
 
+    def final_keys(self) -> tuple[str, ...]:
+        """The metrics row's keys that result.json's "final" repeats."""
+        return ("train_loss", "train_acc", "val_loss", f"val_{self.metric}")
+
     # -- the loop ---------------------------------------------------------------------
 
     def evaluate_and_record(self, lr: float) -> dict | None:
         """Validation metrics row, appended to metrics.jsonl; None if they are not finite."""
         p = self.progress
-        val_loss, val_acc = evaluate(self.net, self.splits.val, self.batch_size, self.cfg,
-                                     self.env)
+        val_loss, val_score = evaluate(self.net, self.splits.val, self.batch_size, self.cfg,
+                                       self.env)
         loss_sum, correct, seen, seconds = p.interval
         row = {"step": p.step, "epoch": p.step / self.steps_per_epoch,
                "time_s": self.wall_time(), "lr": lr,
-               "train_loss": loss_sum / seen, "train_acc": correct / seen,
-               "val_loss": val_loss, "val_acc": val_acc,
+               "train_loss": loss_sum / seen,
+               "train_acc": None if self.splits.spec.multi_label else correct / seen,
+               "val_loss": val_loss, f"val_{self.metric}": val_score,
                "samples_per_s": seen / seconds if seconds else None}
         if not finite(val_loss):
             return None
         p.interval = [0.0, 0.0, 0.0, 0.0]
-        if val_acc is not None and (p.best_val_acc is None or val_acc > p.best_val_acc):
-            p.best_val_acc, p.best_step = val_acc, p.step
-        self.final = {k: row[k] for k in FINAL_KEYS}
+        if val_score is not None and (p.best_val_score is None or val_score > p.best_val_score):
+            p.best_val_score, p.best_step = val_score, p.step
+        self.final = {k: row[k] for k in self.final_keys()}
         if self.env.is_main:
             append_jsonl(self.run_dir / METRICS, row)
-        val = "-" if val_acc is None else f"{val_loss:.4f} / {100 * val_acc:.2f}%"
-        best = "-" if p.best_val_acc is None else f"{100 * p.best_val_acc:.2f}% @ {p.best_step}"
-        log(f"eval step {p.step}/{self.total_steps}: val loss/acc {val}  best {best}", self.env)
+        val = "-" if val_score is None else f"{val_loss:.4f} / {100 * val_score:.2f}%"
+        best = ("-" if p.best_val_score is None
+                else f"{100 * p.best_val_score:.2f}% @ {p.best_step}")
+        log(f"eval step {p.step}/{self.total_steps}: val loss/{self.metric} {val}  best {best}",
+            self.env)
         return row
 
     def call_hook(self, row: dict) -> None:
@@ -488,10 +554,11 @@ class Run:
     def finish(self) -> dict:
         status = self.fit()
         if status == "completed":
-            test_loss, test_acc = evaluate(self.net, self.splits.test, self.batch_size,
-                                           self.cfg, self.env)
-            self.final.update(test_loss=test_loss, test_acc=test_acc)
-            log(f"test loss/acc {test_loss:.4f} / {100 * test_acc:.2f}%", self.env)
+            test_loss, test_score = evaluate(self.net, self.splits.test, self.batch_size,
+                                             self.cfg, self.env)
+            self.final.update({"test_loss": test_loss, f"test_{self.metric}": test_score})
+            score = "-" if test_score is None else f"{100 * test_score:.2f}%"
+            log(f"test loss/{self.metric} {test_loss:.4f} / {score}", self.env)
         return self.write_result(status)
 
 
@@ -554,7 +621,6 @@ def load_trained(path: str | Path):
                               "itself")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = RunConfig.from_dict(state["config"])
-    spec = input_spec(cfg.data)
-    model = build_model(cfg.model, cfg.encoding, spec.channels, spec.index_shape)
+    model = build_for(cfg, input_spec(cfg.data))
     model.load_state_dict(state["model"])
     return model.eval(), cfg

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from perceiver_core.attention import CrossAttend, SelfAttend, check_heads
 from perceiver_core.baselines import ResNet, ViT
 from perceiver_core.config import ConfigError, EncodingConfig, ModelConfig
+from perceiver_core.multimodal import MultimodalEncoding
 from perceiver_core.position import PositionEncoding
 
 
@@ -51,12 +52,13 @@ class Perceiver(nn.Module):
     `cross_attends[i]` is the i-th cross-attend in forward order and `latent_transformer[j]`
     the j-th block (a ModuleList of self-attends); shared weights are the same module object
     at several indices, so parameters() and the optimizer see each weight once.
+    `position` replaces the position features of `index_shape` (a MultimodalEncoding).
     """
 
     def __init__(self, cfg: ModelConfig, encoding: EncodingConfig, input_channels: int,
-                 index_shape: Sequence[int]):
+                 index_shape: Sequence[int], position: nn.Module | None = None):
         super().__init__()
-        self.position = PositionEncoding(encoding, index_shape)
+        self.position = position or PositionEncoding(encoding, index_shape)
         channels = input_channels + self.position.channels
         latent = cfg.latent_channels
         qk = cfg.cross_qk_channels or min(channels, latent)
@@ -109,9 +111,18 @@ class Perceiver(nn.Module):
 
 
 def build_model(model_cfg: ModelConfig, encoding_cfg: EncodingConfig, input_channels: int,
-                index_shape: tuple[int, ...]) -> nn.Module:
-    """The network `model_cfg.arch` names, for inputs of `input_channels` on `index_shape`."""
+                index_shape: tuple[int, ...],
+                modalities: Sequence[tuple[int, Sequence[int]]] = ()) -> nn.Module:
+    """The network `model_cfg.arch` names, for inputs of `input_channels` on `index_shape`;
+    or, given `modalities` [(channels, index_shape), ...], a Perceiver over their packed
+    inputs (perceiver_core/multimodal.py; input_channels is the packed width)."""
     if input_channels < 1:
         raise ConfigError(f"input_channels={input_channels} must be >= 1")
+    if modalities:
+        if model_cfg.arch != "perceiver":
+            raise ConfigError(f"model.arch={model_cfg.arch} takes one image; several "
+                              "modalities need model.arch=perceiver")
+        position = MultimodalEncoding(encoding_cfg, modalities, input_channels)
+        return Perceiver(model_cfg, encoding_cfg, input_channels, tuple(index_shape), position)
     network = {"perceiver": Perceiver, "resnet": ResNet, "vit": ViT}[model_cfg.arch]
     return network(model_cfg, encoding_cfg, input_channels, tuple(index_shape))

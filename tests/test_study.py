@@ -27,9 +27,9 @@ from conftest import skip_or_fail
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
+from experiments.cli import main
 from experiments.orchestration import study as S
 from experiments.orchestration import study_workers as W
-from experiments.cli import main
 from experiments.records import CHECKPOINT, read_json
 from perceiver_core.config import ConfigError
 

@@ -37,8 +37,8 @@ TINY = {"model.num_latents": 8, "model.latent_channels": 16, "model.num_blocks":
         "model.latent_heads": 2, "encoding.num_bands": 4, "data.train_subset": 320,
         "data.val_size": 193, "train.batch_size": 32, "train.epochs": 2, "train.lr": 0.05,
         "train.eval_every": 4, "train.warmup_steps": 2}
-RESULT_KEYS = {"run_id", "status", "step", "epoch", "final", "best", "params", "macs", "flops",
-               "flops_breakdown", "wall_time_s", "samples_per_s", "versions", "host",
+RESULT_KEYS = {"run_id", "status", "step", "epoch", "final", "best", "metric", "params", "macs",
+               "flops", "flops_breakdown", "wall_time_s", "samples_per_s", "versions", "host",
                "nodes", "sessions", "started_at", "updated_at", "heartbeat", "error", "input",
                "planned", "split_sizes"}
 ROW_KEYS = {"step", "epoch", "time_s", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
@@ -106,6 +106,7 @@ def test_a_run_completes_and_writes_every_record(completed):
     result = read_json(run_dir / RESULT)
     assert set(result) == RESULT_KEYS
     assert result["status"] == "completed" and result["error"] is None
+    assert result["metric"] == "acc"  # single-label: accuracy (multi-label sets record mAP)
     assert result["run_id"] == cfg.run_id
     steps = 2 * (320 // 32)
     assert result["step"] == steps and result["epoch"] == 2.0

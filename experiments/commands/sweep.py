@@ -11,13 +11,11 @@ import time
 from pathlib import Path
 
 from experiments.commands import Command
+from experiments.data.registry import dataset
 
 RESULTS = Path("results")
 CLUSTER_PREFIX = "cluster."
 POLL_S = 1.0
-# Training-set sizes for the compute estimate of --dry-run (the real size of an
-# ImageFolder tree is only known once it is listed).
-NOMINAL_TRAIN_SIZE = {"fashion_mnist": 60_000, "cifar10": 50_000, "imagenet": 1_281_167}
 
 
 def add_arguments(parser):
@@ -61,7 +59,8 @@ def split_items(items: list[str]) -> tuple[dict, dict]:
 def samples_seen(cfg) -> int:
     """Training examples a run will see (train.py's step count, global batch)."""
     data, train = cfg.data, cfg.train
-    size = data.train_subset or NOMINAL_TRAIN_SIZE[data.name] - data.val_size
+    # The registry's nominal size: a folder's real size is only known once it is listed.
+    size = data.train_subset or dataset(data.name).train_size - data.val_size
     steps = max(1, round(train.epochs * (size // train.batch_size)))
     if train.max_steps is not None:
         steps = min(steps, train.max_steps)

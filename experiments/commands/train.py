@@ -40,8 +40,9 @@ def run(args) -> int:
     result = train_run(cfg, run_dir)
     if init_distributed().is_main:
         final = result["final"]
-        test = final.get("test_acc")
-        summary = f"test acc {100 * test:.2f}%" if test is not None else "no test metrics"
+        metric = result.get("metric", "acc")  # accuracy, or mAP for multi-label sets
+        test = final.get(f"test_{metric}")
+        summary = f"test {metric} {100 * test:.2f}%" if test is not None else "no test metrics"
         print(f"{result['status']} at step {result['step']}: {summary}", file=sys.stderr)
         print(run_dir)
     leave_distributed()

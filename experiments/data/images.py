@@ -1,16 +1,9 @@
-"""Data sets as (inputs, positions, labels) batches (docs/design.md, "Data flow").
+"""Images as (inputs, positions, labels) batches: Fashion-MNIST, CIFAR-10, ImageFolder trees.
 
-Every data set becomes three splits: train, a validation split carved from train with a
-fixed seed (never train.seed, so every run of a sweep validates on the same images) and
-test, which is only for final numbers. Fashion-MNIST and CIFAR-10 are parsed once into
-uint8 tensors and batched in torch; ImageFolder trees are decoded with Pillow and
-streamed through a DataLoader.
-
-The batch order and every random augmentation are pure functions of (seed, epoch, step),
-drawn for the global batch and then sharded, so a resumed run (start_batch) sees exactly
-the batches an uninterrupted one would, and DDP ranks together see what one process with
-the same global batch sees. Positions are built before the optional pixel permutation
-and permuted with the inputs (docs/paper.md, Table 2).
+Fashion-MNIST and CIFAR-10 are parsed once into uint8 tensors and batched in torch;
+ImageFolder trees are decoded with Pillow and streamed through a DataLoader. Positions
+are built before the optional pixel permutation and permuted with the inputs (docs/paper.md,
+Table 2); random-resized crops know where they are (paper Fig. 4).
 """
 
 from __future__ import annotations
@@ -20,10 +13,9 @@ import math
 import os
 import pickle
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -31,10 +23,21 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from experiments.config import DataConfig, RunConfig
+from experiments.data.common import (
+    PERMUTE,
+    Batch,
+    InputSpec,
+    Split,
+    Splits,
+    carve,
+    generator,
+)
 from experiments.errors import DataError
 from perceiver_core.config import ConfigError
 from perceiver_core.position import grid_positions
+
+if TYPE_CHECKING:
+    from experiments.config import DataConfig, RunConfig
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -51,39 +54,8 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".webp")
 STATS = {"fashion_mnist": ((0.2860,), (0.3530,)),
          "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
          "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
-VAL_SPLIT_SEED = 1234  # the validation split is fixed per data set, whatever train.seed is
 LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))  # aspect ratios of random-resized crops
 EVAL_CROP = 0.875  # ImageNet eval: resize the short side to size / 0.875, centre crop
-# Purposes mixed into the seeds so order, crops and permutation draw independent streams.
-ORDER, AUGMENT, PERMUTE = 1, 2, 3
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the model is built for: channels per input element, the index grid, classes."""
-
-    channels: int
-    index_shape: tuple[int, ...]
-    num_classes: int
-
-
-def input_spec(cfg: DataConfig) -> InputSpec:
-    native = {"fashion_mnist": (1, 28, 10), "cifar10": (3, 32, 10), "imagenet": (3, 224, 1000)}
-    channels, size, classes = native[cfg.name]
-    size = cfg.image_size or size
-    return InputSpec(channels, (size, size), classes)
-
-
-class Batch(NamedTuple):
-    inputs: Tensor  # (B, M, C) float32, normalised per channel
-    positions: Tensor  # (M, d) shared by the batch, or (B, M, d) per example; in [-1, 1]
-    labels: Tensor  # (B,) int64
-
-
-def generator(*key: int) -> torch.Generator:
-    """A torch generator that is a pure function of `key`, e.g. (AUGMENT, seed, epoch, step)."""
-    words = np.random.SeedSequence([k & (2**64 - 1) for k in key]).generate_state(2)
-    return torch.Generator().manual_seed(int(words[0]) << 32 | int(words[1]))
 
 
 # ---------------------------------------------------------------------------------------
@@ -210,61 +182,25 @@ class Draws(NamedTuple):
     flips: Tensor  # (b,) bool: mirror left-right (used when data.hflip)
 
 
-class Split:
-    """One split. Order: a permutation of the split drawn from (seed, epoch) when training,
-    index order otherwise. Step s covers the global batch order[s*G:(s+1)*G], G = batch_size
-    * world_size, of which rank r takes the r-th contiguous share. Training drops the last
-    incomplete global batch; evaluation keeps every example (its last step is split as
-    evenly as possible, so a rank can get an empty batch if fewer than world_size remain)."""
+class ImageSplit(Split):
+    """A split of images; training draws crop boxes, RandAugment seeds and mirror flips."""
 
     def __init__(self, labels: Tensor, assemble: Assemble, data: DataConfig):
-        self.labels, self.assemble, self.data = labels, assemble, data
+        super().__init__(labels, data)
+        self.assemble = assemble
 
-    def __len__(self) -> int:
-        return len(self.labels)
+    @property
+    def augments(self) -> bool:
+        return self.data.crops or self.data.hflip
 
-    def num_batches(self, batch_size: int, world_size: int = 1, *, train: bool) -> int:
-        """Batches per rank (equal on every rank)."""
-        global_batch = batch_size * world_size
-        return len(self) // global_batch if train else -(-len(self) // global_batch)
-
-    def plan(self, batch_size: int, *, seed: int, epoch: int, train: bool, start_batch: int,
-             rank: int, world_size: int) -> Iterator[tuple[Tensor, Draws | None]]:
-        """(indices, draws) of this rank's batches from start_batch on."""
-        if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size, got "
-                             f"batch_size={batch_size}, rank={rank}, world_size={world_size}")
-        steps = self.num_batches(batch_size, world_size, train=train)
-        if train and steps == 0:
-            raise ConfigError(
-                f"the split has {len(self)} examples, fewer than one global batch of "
-                f"{batch_size * world_size} (train.batch_size x world size): lower "
-                "train.batch_size or raise data.train_subset")
-        if not 0 <= start_batch <= steps:
-            raise ValueError(f"start_batch={start_batch} is outside 0..{steps}")
-        order = (torch.randperm(len(self), generator=generator(ORDER, seed, epoch)) if train
-                 else torch.arange(len(self)))
-        augment = train and (self.data.crops or self.data.hflip)
-        global_batch = batch_size * world_size
-        for step in range(start_batch, steps):
-            chunk = order[step * global_batch:(step + 1) * global_batch]
-            bounds = np.linspace(0, len(chunk), world_size + 1).round().astype(int)
-            share = slice(bounds[rank], bounds[rank + 1])
-            draws = None
-            if augment:  # drawn for the whole global batch, so sharding does not change them
-                rng = generator(AUGMENT, seed, epoch, step)
-                crops = torch.rand(len(chunk), 4, generator=rng)
-                seeds = torch.randint(2**62, (len(chunk),), generator=rng)
-                flips = (torch.rand(len(chunk), generator=rng) < 0.5) & self.data.hflip
-                draws = Draws(crops[share], seeds[share], flips[share])
-            yield chunk[share], draws
-
-    def batches(self, batch_size: int, *, seed: int, epoch: int, train: bool,
-                start_batch: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
-        raise NotImplementedError
+    def draw(self, rng: torch.Generator, count: int) -> Draws:
+        crops = torch.rand(count, 4, generator=rng)
+        seeds = torch.randint(2**62, (count,), generator=rng)
+        flips = (torch.rand(count, generator=rng) < 0.5) & self.data.hflip
+        return Draws(crops, seeds, flips)
 
 
-class TensorSplit(Split):
+class TensorSplit(ImageSplit):
     """A split held in memory as uint8 (N, H, W, C); batches are built in the calling process."""
 
     def __init__(self, images: Tensor, labels: Tensor, assemble: Assemble, data: DataConfig):
@@ -339,7 +275,7 @@ class ImageFiles(torch.utils.data.Dataset):
         return torch.from_numpy(np.array(image)), box, int(self.labels[index])
 
 
-class FolderSplit(Split):
+class FolderSplit(ImageSplit):
     """A split of image files, decoded in data.num_workers DataLoader workers."""
 
     def __init__(self, files: Sequence[str], labels: Tensor, assemble: Assemble,
@@ -364,31 +300,6 @@ class FolderSplit(Split):
 
 # ---------------------------------------------------------------------------------------
 # Reading the files
-
-
-@dataclass(frozen=True)
-class Splits:
-    train: Split
-    val: Split
-    test: Split
-    spec: InputSpec
-    classes: tuple[str, ...]  # label -> class name
-
-
-def carve(num: int, data: DataConfig, where: str) -> tuple[Tensor, Tensor]:
-    """(train indices, val indices): val_size examples drawn with a fixed seed, then the
-    first train_subset of the remaining ones in that same random order."""
-    if data.val_size >= num:
-        raise ConfigError(f"data.val_size={data.val_size} leaves none of the {num} training "
-                          f"examples in {where} for training: lower data.val_size")
-    order = torch.randperm(num, generator=generator(VAL_SPLIT_SEED))
-    val, train = order[:data.val_size], order[data.val_size:]
-    if data.train_subset is not None:
-        if data.train_subset > len(train):
-            raise ConfigError(f"data.train_subset={data.train_subset} exceeds the {len(train)} "
-                              f"training examples left after the validation split of {where}")
-        train = train[:data.train_subset]
-    return train, val
 
 
 def read_idx(path: Path, dims: int) -> np.ndarray:
@@ -526,35 +437,66 @@ def list_image_folder(folder: Path, classes: Sequence[str] | None = None):
     return files, torch.tensor(labels, dtype=torch.long), classes
 
 
-def load_splits(cfg: RunConfig) -> Splits:
-    """Read the data set named by cfg.data (raises ConfigError if it is missing or
-    malformed, before anything else happens)."""
+def image_spec(data: DataConfig, channels: int, size: int, classes: int) -> InputSpec:
+    size = data.image_size or size
+    return InputSpec(channels, (size, size), classes)
+
+
+def in_memory_splits(cfg: RunConfig, spec: InputSpec, parts: dict, classes: tuple[str, ...],
+                     root: Path) -> Splits:
     data = cfg.data
     if data.augment == "randaugment":
         randaugment()
-    spec = input_spec(data)
     size = spec.index_shape[0]
     assemble = Assemble(cfg, size)
-    if data.name == "imagenet":
-        if data.root is None:
-            raise ConfigError("data.name=imagenet needs data.root: a folder holding train/ "
-                              "and val/ ImageFolder trees (train/<class>/<image>.JPEG)")
-        root = Path(data.root)
-        files, labels, classes = list_image_folder(root / "train")
-        test_files, test_labels, _ = list_image_folder(root / "val", classes)
-        train, val = carve(len(files), data, str(root / "train"))
-
-        def split(idx):
-            return FolderSplit([files[i] for i in idx.tolist()], labels[idx], assemble, data)
-
-        test = FolderSplit(test_files, test_labels, assemble, data)
-        return Splits(split(train), split(val), test,
-                      InputSpec(spec.channels, spec.index_shape, len(classes)), classes)
-    load = load_fashion_mnist if data.name == "fashion_mnist" else load_cifar10
-    parts, classes, root = load(data)
     (images, labels), (test_images, test_labels) = parts["train"], parts["test"]
     train, val = carve(len(images), data, str(root))
     images, test_images = resize(images, size), resize(test_images, size)
     return Splits(TensorSplit(images[train], labels[train], assemble, data),
                   TensorSplit(images[val], labels[val], assemble, data),
                   TensorSplit(test_images, test_labels, assemble, data), spec, classes)
+
+
+def fashion_mnist_spec(data: DataConfig) -> InputSpec:
+    return image_spec(data, 1, 28, 10)
+
+
+def fashion_mnist_splits(cfg: RunConfig) -> Splits:
+    parts, classes, root = load_fashion_mnist(cfg.data)
+    return in_memory_splits(cfg, fashion_mnist_spec(cfg.data), parts, classes, root)
+
+
+def cifar10_spec(data: DataConfig) -> InputSpec:
+    return image_spec(data, 3, 32, 10)
+
+
+def cifar10_splits(cfg: RunConfig) -> Splits:
+    parts, classes, root = load_cifar10(cfg.data)
+    return in_memory_splits(cfg, cifar10_spec(cfg.data), parts, classes, root)
+
+
+def imagenet_spec(data: DataConfig) -> InputSpec:
+    return image_spec(data, 3, 224, 1000)
+
+
+def imagenet_splits(cfg: RunConfig) -> Splits:
+    """An ImageFolder tree (train/ and val/), decoded in DataLoader workers."""
+    data = cfg.data
+    if data.augment == "randaugment":
+        randaugment()
+    spec = imagenet_spec(data)
+    assemble = Assemble(cfg, spec.index_shape[0])
+    if data.root is None:
+        raise ConfigError("data.name=imagenet needs data.root: a folder holding train/ "
+                          "and val/ ImageFolder trees (train/<class>/<image>.JPEG)")
+    root = Path(data.root)
+    files, labels, classes = list_image_folder(root / "train")
+    test_files, test_labels, _ = list_image_folder(root / "val", classes)
+    train, val = carve(len(files), data, str(root / "train"))
+
+    def split(idx):
+        return FolderSplit([files[i] for i in idx.tolist()], labels[idx], assemble, data)
+
+    test = FolderSplit(test_files, test_labels, assemble, data)
+    return Splits(split(train), split(val), test,
+                  InputSpec(spec.channels, spec.index_shape, len(classes)), classes)
