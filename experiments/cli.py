@@ -9,7 +9,8 @@ from importlib.metadata import entry_points
 from perceiver_core.config import ConfigError
 
 GROUP = "perceiver_ablate.commands"
-ORDER = ("train", "sweep", "status", "study", "flops", "bench", "figures", "attention", "demo")
+ORDER = ("train", "sweep", "status", "study", "flops", "bench", "figures", "verdicts",
+         "attention", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
