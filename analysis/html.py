@@ -40,9 +40,9 @@ def _inline(match: re.Match, folder: Path) -> str:
 
 
 def _tint(match: re.Match) -> str:
-    text = match.group(1)
+    attributes, text = match.groups()
     kind = next((k for k in TINTS if text.startswith(k)), None)
-    return f'<td class="{kind}">{text}</td>' if kind else match.group(0)
+    return f'<td class="{kind}"{attributes}>{text}</td>' if kind else match.group(0)
 
 
 def render(markdown_text: str, folder: Path, title: str) -> str:
@@ -51,7 +51,7 @@ def render(markdown_text: str, folder: Path, title: str) -> str:
     body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"],
                              output_format="html")
     body = re.sub(r'(<img[^>]*?src=")([^"]+)(")', lambda m: _inline(m, folder), body)
-    body = re.sub(r"<td>([^<]*)</td>", _tint, body)
+    body = re.sub(r"<td([^>]*)>([^<]*)</td>", _tint, body)
     return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n"
             f"<body>\n{body}\n</body>\n</html>\n")

@@ -120,7 +120,8 @@ def _index(results_dir: Path, runs: pd.DataFrame, verdicts: V.Verdicts, figures,
              "confidence interval over seeds.", "",
              "Data: [results.parquet](results.parquet), [results.csv](results.csv) "
              "(one row per run); verdicts alone: [verdicts.md](verdicts.md), "
-             "[verdicts.json](verdicts.json).", "", "## Verdicts", "",
+             "[verdicts.json](verdicts.json); this page as one self-contained file to open "
+             "in a browser: [index.html](index.html).", "", "## Verdicts", "",
              V.markdown(verdicts), "## Figures", ""]
     for name, plot, paths in figures:
         png, pdf = (next(p.name for p in paths if p.suffix == s) for s in (".png", ".pdf"))

@@ -52,7 +52,7 @@ def _difference(base, level, axis=-1):
 
 
 def effect_interval(base: np.ndarray, level: np.ndarray, paired: bool,
-                    seed: int | None = None) -> Effect:
+                    seed: int | None = None, resamples: int = RESAMPLES) -> Effect:
     """Difference of means level - base and its 95% bootstrap interval over seeds: paired
     (resampling seeds, i.e. per-seed differences) when the values are seed-aligned, else
     unpaired (each config's seeds resampled on their own). Needs >= 2 values per side."""
@@ -66,7 +66,7 @@ def effect_interval(base: np.ndarray, level: np.ndarray, paired: bool,
         diffs = level - base
         level_ = expanded_level(_mean_widening(nb), nb - 1)
         result = stats.bootstrap((diffs,), np.mean, axis=-1, vectorized=True,
-                                 confidence_level=level_, n_resamples=RESAMPLES,
+                                 confidence_level=level_, n_resamples=resamples,
                                  method="percentile", rng=_rng(seed))
         effect = diffs.mean(axis=-1)
     else:
@@ -79,7 +79,7 @@ def effect_interval(base: np.ndarray, level: np.ndarray, paired: bool,
         widening = math.sqrt((1 / nb + 1 / nl) / ((nb - 1) / nb ** 2 + (nl - 1) / nl ** 2))
         level_ = expanded_level(widening, float(np.min(dof)))
         result = stats.bootstrap((base, level), _difference, axis=-1, vectorized=True,
-                                 confidence_level=level_, n_resamples=RESAMPLES,
+                                 confidence_level=level_, n_resamples=resamples,
                                  method="percentile", rng=_rng(seed))
         effect = _difference(base, level)
     low, high = result.confidence_interval
@@ -146,19 +146,18 @@ def proportion_interval(successes: int, trials: int) -> tuple[float, float]:
 def variance_shares(y: np.ndarray, designs: dict[str, np.ndarray], config: np.ndarray
                     ) -> dict[str, float]:
     """Share of the metric's total sum of squares explained by each knob (type-II ANOVA:
-    what the knob adds to a main-effects model of every other knob, statsmodels OLS), and
+    what the knob adds to a least-squares main-effects model of every other knob), and
     the seed noise's share (the spread between seeds of one config). `designs` maps each
     knob to its dummy-coded columns; `config` gives each row's config index. Shares need
     not sum to 1: type-II sums of squares of unbalanced designs do not add up."""
-    import statsmodels.api as sm
-
     y = np.asarray(y, float)
     total = float(((y - y.mean()) ** 2).sum())
     intercept = np.ones((len(y), 1))
 
     def ssr(names) -> float:
         x = np.hstack([intercept, *[designs[n] for n in names]])
-        return float(sm.OLS(y, x).fit().ssr)
+        fitted = x @ np.linalg.lstsq(x, y, rcond=None)[0]
+        return float(((y - fitted) ** 2).sum())
 
     full = ssr(list(designs))
     shares = {name: (ssr([n for n in designs if n != name]) - full) / total if total else 0.0

@@ -89,9 +89,8 @@ def sorted_levels(values: pd.Series) -> list:
 
 def _tied(runs: pd.DataFrame, a: str, b: str) -> bool:
     """b and a split the runs the same way (set together by a zip, e.g. both sharings)."""
-    key_a, key_b = row_key(runs, [a]), row_key(runs, [b])
-    return bool((key_a.groupby(key_b).nunique() == 1).all()
-                and (key_b.groupby(key_a).nunique() == 1).all())
+    return bool((runs.groupby(a, dropna=False)[b].nunique(dropna=False) == 1).all()
+                and (runs.groupby(b, dropna=False)[a].nunique(dropna=False) == 1).all())
 
 
 def completed(frame: pd.DataFrame, metric: Metric) -> pd.DataFrame:

@@ -47,15 +47,20 @@ def seeds_needed(sd: float, delta: float, paired: bool = False, alpha: float = A
     if sd == 0:
         return 2
     solver = TTestPower() if paired else TTestIndPower()
-    try:
-        n = solver.solve_power(effect_size=delta / sd, alpha=alpha, power=power,
-                               alternative="two-sided")
-    except (ValueError, RuntimeError):
+
+    def power_at(n: int) -> float:
+        value = float(solver.power(delta / sd, n, alpha, alternative="two-sided"))
+        return 1.0 if math.isnan(value) else value  # NaN: scipy's nct far in its tail
+
+    if power_at(MAX_SEEDS) < power:
         return MAX_SEEDS
-    n = float(np.asarray(n).ravel()[0])
-    if not math.isfinite(n):
-        return MAX_SEEDS
-    return max(2, min(MAX_SEEDS, math.ceil(n)))
+    # the smallest n with enough power: power grows with n, so bisect (statsmodels'
+    # solve_power fails to converge for very large or very small effect sizes)
+    low, high = 1, MAX_SEEDS
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if power_at(middle) >= power else (middle, high)
+    return max(2, high)
 
 
 def in_points(metric: str, values: np.ndarray) -> np.ndarray:
