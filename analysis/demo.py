@@ -161,6 +161,8 @@ def verdict_table(verdicts_json: Path) -> str:
     from analysis.verdicts import interval_text
 
     effects = pd.DataFrame(json.loads(verdicts_json.read_text())["effects"])
+    if len(effects):  # JSON null (no interval) back to NaN
+        effects[["low", "high"]] = effects[["low", "high"]].astype(float)
     if effects.empty:
         return "(no one-knob ablation among the runs)"
     rows = [{"knob": label(r.knob), "level vs base": f"{r.level} vs {r.base}",

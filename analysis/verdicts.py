@@ -136,7 +136,7 @@ def compare(base: pd.Series, level: pd.Series, delta: float, higher_is_better: b
             ) -> dict[str, Any]:
     """Effect, interval, test, P(level > base) and verdict for two sets of seeds."""
     shared = base.index.intersection(level.index)
-    paired = len(shared) == len(base) == len(level) and len(shared) >= 2
+    paired = len(shared) == len(base) == len(level) and len(shared) >= stats.PAIRED_MIN
     if paired:
         base, level = base.loc[shared], level.loc[shared]
     row: dict[str, Any] = {"n_base": len(base), "n_level": len(level),
@@ -355,7 +355,8 @@ def markdown(v: Verdicts) -> str:
     """The whole verdict section: effects, claims, importance, plan (Markdown)."""
     lines = [f"Metric: {v.metric.column}, {v.metric.label}, over {v.runs} completed runs. "
              "Effect = mean of the level minus mean of the base over seeds; 95% bootstrap "
-             "interval over seeds (paired by seed when both share their seeds); p: "
+             f"interval over seeds (paired by seed when both share >= {stats.PAIRED_MIN} "
+             "seeds, else unpaired: the method column); p: "
              "permutation test (exact when small), Holm-adjusted across this table; "
              "P(level > base): probability of improvement. The verdict is the interval's: "
              "`unresolved (±h)` means the interval (half-width h) holds zero.", "",

@@ -71,12 +71,13 @@ def test_known_effect_is_better_with_an_interval_holding_the_truth(judged):
     latents = row(judged, "model.num_latents")
     assert (latents["base"], latents["level"], latents["n_base"], latents["n_level"]) == \
         ("32", "64", 5, 5)
-    assert latents["method"] == "paired"  # both configs ran seeds 0..4
+    assert latents["method"] == "unpaired"  # 5 shared seeds: fewer than stats.PAIRED_MIN
     assert latents["verdict"] == "better"
     assert latents["low"] < 2 < latents["high"] and latents["low"] > 0
     assert latents["p_improve"] == 1.0
-    # exact paired permutation test: 2^5 sign flips, all positive -> p = 2/32
-    assert latents["p"] == pytest.approx(2 / 32)
+    # exact permutation test: C(10, 5) splits, only the observed one and its mirror image
+    # are as extreme -> p = 2/252
+    assert latents["p"] == pytest.approx(2 / 252)
 
 
 def test_null_effect_is_unresolved_with_its_half_width(judged):
