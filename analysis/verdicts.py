@@ -310,8 +310,8 @@ def effects_markdown(v: Verdicts) -> str:
                      "effect [95% CI]": interval_text(r.effect, r.low, r.high),
                      "method": r.method, "p": p_text(r.p), "p (Holm)": p_text(r.p_holm),
                      "P(level > base)": p_text(r.p_improve), "verdict": r.verdict,
-                     f"seeds for ±{v.delta:g}": "-" if r.seeds_needed is None
-                     else str(r.seeds_needed)})
+                     f"seeds for ±{v.delta:g}": "-" if pd.isna(r.seeds_needed)
+                     else str(int(r.seeds_needed))})
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) + "\n"
 
 
