@@ -4,11 +4,11 @@ statsmodels (docs/verdicts.md explains the choices).
 Intervals are bootstrap percentile intervals over seeds, *expanded* for small samples
 (Hesterberg 2015, "What teachers should know about the bootstrap"): a plain percentile
 interval of a mean over n values is too narrow by sqrt((n-1)/n) and uses normal instead of
-t quantiles, so at 5 seeds it covers about 87% instead of 95%. The expansion asks scipy for
-the percentile interval at the confidence level whose normal quantile equals
-sqrt(n/(n-1)) t_{n-1}; the interval stays a bootstrap interval (no normality is assumed for
-its shape) and covers about 95% from 4 seeds on when unpaired, from 6 when paired
-(tests/test_verdicts.py, docs/verdicts.md).
+t quantiles, so with a handful of seeds it covers far less than it claims. The expansion
+asks scipy for the percentile interval at the confidence level whose normal quantile
+equals sqrt(n/(n-1)) t_{n-1}; the interval stays a bootstrap interval (no normality is
+assumed for its shape) and keeps its nominal coverage with the seed counts the suite
+runs (measured in docs/verdicts.md, checked by tests/test_verdicts.py).
 
 Every function takes arrays whose last axis holds the seeds and accepts leading axes, so the
 tests can check coverage and power over hundreds of simulated replications in one call.
@@ -25,8 +25,8 @@ from scipy import stats
 CONFIDENCE = 0.95
 RESAMPLES = 9999
 # Seed-aligned values are compared paired from this many seeds on: below it the bootstrap
-# of n differences has too few distinct resamples to reach 95% (about 88% at 4 seeds, 92%
-# at 5), while the unpaired interval, resampling both sides, holds 95% from 4 seeds.
+# of n differences has too few distinct resamples to reach its nominal coverage, while the
+# unpaired interval, resampling both sides, has enough (docs/verdicts.md).
 PAIRED_MIN = 6
 
 
