@@ -21,7 +21,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 
 from analysis import style
 from analysis.results import SEED, ablation, config_columns, finished, percent, row_key, varying
-from analysis.stats import mean_interval
+from analysis.stats import PAIRED_MIN, mean_interval
 from analysis.style import label
 from experiments.config import DataConfig
 from experiments.data import input_spec
@@ -298,7 +298,8 @@ def forest_figure(effects: pd.DataFrame, metric_label: str) -> Plot | None:
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
     return Plot(fig, f"Effects against the base, one row per knob and level: mean difference "
                      f"of {metric_label} over seeds with its 95% bootstrap confidence interval "
-                     "(paired by seed when both configs share their seeds); coloured by "
+                     f"(paired by seed when both configs share >= {PAIRED_MIN} seeds); "
+                     "coloured by "
                      "verdict (an interval holding zero is unresolved, never an ordering).")
 
 
