@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # The local CPU wheel on this kind of machine; cluster users install their own build
 # (environment.yml). Override e.g. `make test TORCH=torch` elsewhere.
 TORCH ?= torch==2.13.0
-DEB_PACKAGES := slurm-wlm munge iproute2 dataset-fashion-mnist postgresql
+DEB_PACKAGES := slurm-wlm munge iproute2 dataset-fashion-mnist postgresql chromium
 PYTEST_ARGS ?=
 
 .PHONY: setup debian test test-slow demo bench lint clean-venv

@@ -1,11 +1,14 @@
 """The main job on the embedded default: `perceiver-ablate demo` (`make demo`).
 
 A small but real ablation sweep on Fashion-MNIST (experiments/sweeps/demo.yaml: latents N,
-Fourier bands, number x placement of cross-attends, two seeds) through the local executor,
-then every figure and table `perceiver-ablate figures` draws, then the cross-attention maps
-of the best run:
+Fourier bands, number and placement of cross-attends, one knob at a time, four seeds each)
+through the local executor, then the report `perceiver-ablate figures` writes (verdicts
+first), then the cross-attention maps of the best run; it ends by printing the verdicts,
+so the demo concludes what it can and says what it cannot:
 
     OUT/index.md        everything below, with captions (write_report's index + the maps)
+    OUT/index.html      the same, self-contained
+    OUT/verdicts.md|json  effects with intervals, paper claims, importance, seed plan
     OUT/runs/           the sweep's run folders and manifest (`perceiver-ablate status`)
     OUT/*.pdf|png|md|tex, OUT/results.parquet|csv     figures, tables, the results frame
     OUT/attention/      cross-attention maps of the best run
@@ -148,6 +151,27 @@ def attention_section(best, acc_label: str, axes: Sequence[str], written, out: P
     return "\n".join(lines)
 
 
+def verdict_table(verdicts_json: Path) -> str:
+    """The effects table of the report's verdicts.json, short enough for a terminal."""
+    import json
+
+    import pandas as pd
+
+    from analysis.style import label
+    from analysis.verdicts import interval_text
+
+    effects = pd.DataFrame(json.loads(verdicts_json.read_text())["effects"])
+    if len(effects):  # JSON null (no interval) back to NaN
+        effects[["low", "high"]] = effects[["low", "high"]].astype(float)
+    if effects.empty:
+        return "(no one-knob ablation among the runs)"
+    rows = [{"knob": label(r.knob), "level vs base": f"{r.level} vs {r.base}",
+             "seeds": f"{r.n_level} vs {r.n_base}",
+             "effect [95% CI] (points)": interval_text(r.effect, r.low, r.high),
+             "verdict": r.verdict} for r in effects.itertuples(index=False)]
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
 class Demo(NamedTuple):
     index: Path  # OUT/index.md
     best: str | None  # run id of the run whose maps were drawn
@@ -161,6 +185,7 @@ def run_demo(out_dir: str | Path = DEFAULT_OUT, sweep: str | Path = DEMO_SWEEP,
     """Sweep, report, attention maps of the best run. `sweep`, `overrides` (of its base
     config) and `executor` (local | debug) shrink it for tests."""
     from analysis.attention import write_attention
+    from analysis.html import write_html
     from analysis.report import write_report
     from analysis.results import accuracy, load_results
     from experiments.orchestration.tracking import run_states
@@ -187,9 +212,14 @@ def run_demo(out_dir: str | Path = DEFAULT_OUT, sweep: str | Path = DEMO_SWEEP,
         _, acc_label = accuracy(load_results(folder))
         section = attention_section(best, acc_label, spec.axes, written, out)
         atomic_write_text(index, index.read_text().rstrip("\n") + "\n\n" + section)
+        write_html(index)
     failed = [s.run_id for s in run_states(folder)
               if s.state == "failed" and s.run_id in {p.run_id for p in spec.points}]
+    log("verdicts (every effect against the base, 95% bootstrap interval over seeds; "
+        f"{index.with_name('verdicts.md')} has the claims, importance and seed plan):\n"
+        + verdict_table(index.with_name("verdicts.json")))
     log(f"demo done in {duration(time.time() - start)} (sweep {duration(trained - start)}, "
-        f"figures and maps {duration(time.time() - trained)}): {index}"
+        f"figures and maps {duration(time.time() - trained)}): {index} "
+        f"(and {index.with_suffix('.html')})"
         + (f"; {len(failed)} run(s) failed, listed there" if failed else ""))
     return Demo(index, None if best is None else best["run_id"], failed)

@@ -22,6 +22,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 
 from analysis import style
 from analysis.results import SEED, ablation, config_columns, finished, percent, row_key, varying
+from analysis.stats import PAIRED_MIN, mean_interval
 from analysis.style import label
 from experiments.config import DataConfig
 from experiments.data import input_spec
@@ -94,7 +95,8 @@ def _format_x(ax: Axes, values: pd.Series, categories: list | None) -> None:
 
 
 def _panel(ax: Axes, runs: pd.DataFrame, axis: str, colors: _Colors) -> None:
-    """Accuracy vs one axis: mean +- std over seeds per group, diverged runs as red crosses."""
+    """Accuracy vs one axis: mean and 95% bootstrap interval over seeds per group, diverged
+    runs as red crosses."""
     rows, groups = ablation(runs, [axis])
     categories = None
     if axis == "encoding.max_resolution":
@@ -110,16 +112,21 @@ def _panel(ax: Axes, runs: pd.DataFrame, axis: str, colors: _Colors) -> None:
         x = rows[axis].map({c: i for i, c in enumerate(categories)}).astype(float)
     rows = rows.assign(x=x)
     done = rows[rows["status"] == "completed"]
-    stats = done.groupby(groups + ["x"], dropna=False)["acc"].agg(["mean", "std"]).reset_index()
-    for key, group in (stats.groupby(groups, dropna=False) if groups else [((), stats)]):
+    cells = done.groupby(groups + ["x"], dropna=False)["acc"].apply(
+        lambda values: pd.Series(mean_interval(values), index=["mean", "low", "high"]))
+    cells = cells.unstack().reset_index() if len(done) else \
+        pd.DataFrame(columns=[*groups, "x", "mean", "low", "high"])
+    for key, group in (cells.groupby(groups, dropna=False) if groups else [((), cells)]):
         name = _group_label(groups, key)
-        ax.errorbar(group["x"], group["mean"], yerr=group["std"].fillna(0), marker="o",
+        below = (group["mean"] - group["low"]).fillna(0).clip(lower=0)
+        above = (group["high"] - group["mean"]).fillna(0).clip(lower=0)
+        ax.errorbar(group["x"], group["mean"], yerr=[below, above], marker="o",
                     linestyle="none" if categories is not None else "-", color=colors(name),
                     **({"label": name} if name else {}))
     diverged = rows[rows["status"] == "diverged"]
     if len(diverged):  # on the x axis line, below the error bars: "off the chart", not a value
-        low, high = ((stats["mean"] - stats["std"].fillna(0)).min(),
-                     (stats["mean"] + stats["std"].fillna(0)).max()) if len(stats) else (0, 1)
+        low, high = (cells["low"].fillna(cells["mean"]).min(),
+                     cells["high"].fillna(cells["mean"]).max()) if len(cells) else (0, 1)
         bottom = low - 0.12 * ((high - low) or 1)
         ax.scatter(diverged["x"], np.full(len(diverged), bottom), marker="x", s=30,
                    linewidths=1.2, color=style.DIVERGED_COLOR, zorder=3, label="diverged",
@@ -154,7 +161,8 @@ def ablation_figure(frame: pd.DataFrame, axes: Sequence[str], name: str) -> Plot
     panels[0].set_ylabel(acc_label)
     _legend(fig, panels)
     caption = (f"{name} analogue: {acc_label} vs {', '.join(label(a) for a in present)}; "
-               f"mean and std over seeds, other settings fixed.")
+               f"mean over seeds with its 95% bootstrap confidence interval (no bar: one seed), "
+               "other settings fixed.")
     if (runs["status"] == "diverged").any():
         caption += " Red crosses: diverged runs."
     return Plot(fig, caption)
@@ -266,6 +274,42 @@ def curves_figure(curves: pd.DataFrame, frame: pd.DataFrame) -> Plot | None:
     if (frame["status"] == "diverged").any():
         caption += " Diverged runs dashed red, a cross at their last finite value."
     return Plot(fig, caption)
+
+
+@style.styled
+def forest_figure(effects: pd.DataFrame, metric_label: str) -> Plot | None:
+    """One row per (knob, level): its effect against the base with the 95% interval, a zero
+    line, colours by verdict (analysis.verdicts.effects)."""
+    from matplotlib.lines import Line2D
+
+    from analysis.verdicts import ONE_SEED, VERDICT_COLORS, verdict_kind
+
+    if effects.empty:
+        return None
+    names = [f"{label(r.knob)}: {r.level} vs {r.base}" + (f" ({r.setting})" if r.setting else "")
+             for r in effects.itertuples(index=False)]
+    fig = Figure(figsize=(style.FULL_WIDTH, 0.9 + 0.28 * len(effects)))
+    ax = fig.add_subplot()
+    y = np.arange(len(effects))[::-1]
+    kinds = effects["verdict"].map(verdict_kind)
+    for yi, row, kind in zip(y, effects.itertuples(index=False), kinds, strict=True):
+        color = VERDICT_COLORS[kind]
+        if not math.isnan(row.low):
+            ax.plot([row.low, row.high], [yi, yi], color=color, linewidth=2.2,
+                    solid_capstyle="butt")
+        ax.plot(row.effect, yi, "o" if kind != ONE_SEED else "D", color=color, markersize=5)
+    ax.axvline(0, color="0.2", linewidth=0.8, zorder=0)
+    ax.set_yticks(y, names)
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel(f"effect on {metric_label}: level minus base")
+    handles = [Line2D([], [], color=VERDICT_COLORS[k], marker="o", linewidth=2.2, label=k)
+               for k in VERDICT_COLORS if (kinds == k).any()]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
+    return Plot(fig, f"Effects against the base, one row per knob and level: mean difference "
+                     f"of {metric_label} over seeds with its 95% bootstrap confidence interval "
+                     f"(paired by seed when both configs share >= {PAIRED_MIN} seeds); "
+                     "coloured by "
+                     "verdict (an interval holding zero is unresolved, never an ordering).")
 
 
 def build_figures(frame: pd.DataFrame, curves: pd.DataFrame) -> dict[str, Plot]:

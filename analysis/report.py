@@ -1,7 +1,11 @@
 """Everything `perceiver-ablate figures` writes for one results folder, and its index.
 
-    OUT/index.md            every figure and table below, with captions; failed and
-                            skipped runs
+    OUT/index.md            the verdicts first (analysis.verdicts: effects with intervals,
+                            paper claims, importance, seed plan), then every figure and
+                            table below, with captions; failed and skipped runs
+    OUT/index.html          the same page, self-contained (figures inline as base64), to
+                            open from the file system without a server
+    OUT/verdicts.md|json    the verdicts alone
     OUT/results.parquet     load_results(RESULTS_DIR): one row per run
     OUT/results.csv         the same, for spreadsheets
     OUT/<figure>.pdf|png    analysis.figures.build_figures (+ study_* when RESULTS_DIR holds
@@ -18,7 +22,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import style
-from analysis.figures import Plot, build_figures, study_figures
+from analysis import verdicts as V
+from analysis.figures import Plot, build_figures, forest_figure, study_figures
+from analysis.html import write_html
 from analysis.results import accuracy, load_curves, load_results
 from analysis.tables import build_tables, to_latex, to_markdown
 from experiments.records import atomic_write_bytes, atomic_write_text
@@ -55,8 +61,10 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def write_report(results_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Load, draw, tabulate, write; returns the path of index.md."""
+def write_report(results_dir: str | Path, out_dir: str | Path | None = None,
+                 metric: str | None = None, delta: float = V.DEFAULT_DELTA) -> Path:
+    """Load, judge, draw, tabulate, write; returns the path of index.md (index.html is
+    written beside it from the same Markdown)."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ConfigError(f"results folder {str(results_dir)!r} does not exist")
@@ -73,8 +81,15 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
     atomic_write_bytes(out / "results.parquet", _parquet_bytes(runs))
     atomic_write_text(out / "results.csv", runs.to_csv(index=False))
 
-    figures = save_plots(build_figures(runs, curves), out)
     studies = load_studies(results_dir)
+    try:
+        verdicts = V.build_verdicts(runs, metric, delta, studies)
+    except ValueError as exc:  # an unknown metric or a bad delta: the user's to fix
+        raise ConfigError(str(exc)) from None
+    write_verdicts(verdicts, out)
+    forest = forest_figure(verdicts.effects, verdicts.metric.label)
+    figures = save_plots({"forest_effects": forest} if forest else {}, out)
+    figures += save_plots(build_figures(runs, curves), out)
     for study in studies:
         prefix = f"{study.study_name}_" if len(studies) > 1 else ""
         figures += write_study_figures(study, out, prefix)
@@ -84,19 +99,30 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         atomic_write_text(out / f"{name}.tex", to_latex(table, name))
         tables.append((name, table))
     index = out / "index.md"
-    atomic_write_text(index, _index(results_dir, runs, figures, tables, skipped))
+    atomic_write_text(index, _index(results_dir, runs, verdicts, figures, tables, skipped))
+    write_html(index)
     return index
 
 
-def _index(results_dir: Path, runs: pd.DataFrame, figures, tables, skipped) -> str:
+def write_verdicts(verdicts: V.Verdicts, out: Path) -> None:
+    atomic_write_text(out / "verdicts.md", V.markdown(verdicts))
+    atomic_write_text(out / "verdicts.json", V.to_json(verdicts))
+
+
+def _index(results_dir: Path, runs: pd.DataFrame, verdicts: V.Verdicts, figures, tables,
+           skipped) -> str:
     counts = runs["status"].value_counts()
     _, acc_label = accuracy(runs)
     statuses = ", ".join(f"{n} {s}" for s, n in counts.items())
     lines = [f"# Figures and tables: `{results_dir}`", "",
              f"{len(runs)} run{'s' * (len(runs) != 1)} ({statuses}). "
-             f"Accuracy is the {acc_label.split(' (')[0]}.", "",
+             f"Accuracy is the {acc_label.split(' (')[0]}; every interval is a 95% bootstrap "
+             "confidence interval over seeds.", "",
              "Data: [results.parquet](results.parquet), [results.csv](results.csv) "
-             "(one row per run).", "", "## Figures", ""]
+             "(one row per run); verdicts alone: [verdicts.md](verdicts.md), "
+             "[verdicts.json](verdicts.json); this page as one self-contained file to open "
+             "in a browser: [index.html](index.html).", "", "## Verdicts", "",
+             V.markdown(verdicts), "## Figures", ""]
     for name, plot, paths in figures:
         png, pdf = (next(p.name for p in paths if p.suffix == s) for s in (".png", ".pdf"))
         lines += [f"### {name}", "", plot.caption, "", f"![{name}]({png})", "",

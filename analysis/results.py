@@ -182,4 +182,7 @@ def row_key(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     """One string per row naming its values in `columns` (NaN-safe, hashable)."""
     if not columns:
         return pd.Series("", index=frame.index)
-    return frame[list(columns)].map(str).agg("|".join, axis=1)
+    key = frame[columns[0]].map(str)
+    for column in columns[1:]:  # column by column: a row-wise apply is 100x slower
+        key = key + "|" + frame[column].map(str)
+    return key.astype(object)

@@ -1,7 +1,8 @@
 """Paper-style tables (Tables 2, 5, 6, 7) from a results frame, as Markdown and LaTeX.
 
 A table is one row per configuration: the knobs it is about, then any other setting that
-differs between its rows, then accuracy as mean +- std over completed seeds, FLOPs and
+differs between its rows, then accuracy as the mean over completed seeds with its 95%
+bootstrap confidence interval in brackets (analysis/stats.py), FLOPs and
 params in the paper's units (404.3B, 44.9M). A configuration whose every seed diverged
 shows "diverged" instead of a number.
 """
@@ -15,6 +16,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from analysis.results import ablation, finished, percent
+from analysis.stats import mean_interval
 from analysis.style import ARCH_NAMES, label
 from experiments.formatting import human
 
@@ -24,10 +26,13 @@ class Table(NamedTuple):
     caption: str
 
 
-def mean_std(mean: float, std: float, count: int) -> str:
-    if count == 0 or pd.isna(mean):
+def mean_ci(values: pd.Series) -> str:
+    """"84.2 [83.1, 85.0]": mean over seeds and its 95% bootstrap interval (one seed: the
+    value alone, no interval)."""
+    mean, low, high = mean_interval(values)
+    if pd.isna(mean):
         return "-"
-    return f"{mean:.1f}" if count == 1 or pd.isna(std) else f"{mean:.1f} ± {std:.1f}"
+    return f"{mean:.1f}" if pd.isna(low) else f"{mean:.1f} [{low:.1f}, {high:.1f}]"
 
 
 def _cell(value) -> str:
@@ -54,8 +59,7 @@ def summarise(rows: pd.DataFrame, keys: list[str], metrics: dict[str, pd.Series]
         row = {label(k): _cell(v) for k, v in zip(keys, key, strict=True)}
         for i, name in enumerate(metrics):
             values = group[f"_m{i}"]
-            row[name] = mean_std(values.mean(), values.std(), completed) if completed \
-                else "diverged"
+            row[name] = mean_ci(values.dropna()) if completed else "diverged"
         row["FLOPs"] = human(group["_flops"].median())
         row["params"] = human(group["_params"].median())
         row["seeds"] = str(completed) + (f" (+{diverged} diverged)" if diverged else "")
@@ -130,19 +134,25 @@ def permutation_table(frame: pd.DataFrame) -> Table | None:
     wide = wide.rename(columns={"off": "raw", "on": "permuted"}).reset_index()
     wide.columns.name = None
     return Table(wide, f"Table 2 analogue: {acc_label} on raw and permuted pixels (one fixed "
-                       "permutation, position features computed before permuting). Global "
-                       "attention is permutation invariant; convolutions and patches are not.")
+                       "permutation, position features computed before permuting). The paper "
+                       "finds global attention permutation invariant and convolutions and "
+                       "patches not; the claims table tests that on these results.")
+
+
+CI_NOTE = " Cells: mean over seeds [95% bootstrap confidence interval]."
 
 
 def build_tables(frame: pd.DataFrame) -> dict[str, Table]:
-    """Every table the results support, by file name (no extension)."""
+    """Every table the results support, by file name (no extension); every caption says
+    what its cells' brackets are."""
     tables = {
         "table2_permutation": permutation_table(frame),
         "table5_cross_attend_only": cross_attend_only_table(frame),
         "table6_cross_attends": cross_attend_table(frame),
         "table7_weight_sharing": sharing_table(frame),
     }
-    return {name: table for name, table in tables.items() if table is not None}
+    return {name: Table(table.frame, table.caption + CI_NOTE)
+            for name, table in tables.items() if table is not None}
 
 
 def to_markdown(table: Table) -> str:

@@ -13,7 +13,8 @@ from experiments.records import STORAGE_ERRORS, RecordWriteError, storage_error
 from perceiver_core.config import ConfigError
 
 GROUP = "perceiver_ablate.commands"
-ORDER = ("train", "sweep", "status", "study", "flops", "bench", "figures", "attention", "demo")
+ORDER = ("train", "sweep", "status", "study", "flops", "bench", "figures", "verdicts",
+         "attention", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

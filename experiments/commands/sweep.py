@@ -34,6 +34,13 @@ def add_arguments(parser):
     parser.add_argument("--out", help="results folder (default: results/<sweep name>)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the runs with params, FLOPs and compute; submit nothing")
+    parser.add_argument("--pilot", metavar="RESULTS_DIR",
+                        help="with --dry-run: from a finished pilot folder's seed noise, the "
+                             "seeds each config needs to resolve --delta, and their compute")
+    parser.add_argument("--metric", default="final.test_acc", metavar="KEY",
+                        help="the pilot's metric (default: final.test_acc)")
+    parser.add_argument("--delta", type=float, default=0.5, metavar="D",
+                        help="smallest effect worth resolving, in points (default: 0.5)")
     parser.add_argument("--wait", action="store_true",
                         help="block until every submitted run has ended, then print a summary")
     parser.add_argument("--runs-per-job", type=int, metavar="K",
@@ -67,7 +74,8 @@ def samples_seen(cfg) -> int:
     return steps * train.batch_size
 
 
-def dry_run(sweep) -> None:
+def dry_run(sweep) -> float:
+    """Print the runs and their compute; returns the total compute in FLOPs."""
     from experiments.commands.status import table
     from experiments.formatting import human
     from experiments.train import config_flops
@@ -90,6 +98,43 @@ def dry_run(sweep) -> None:
     print(f"{len(sweep.points)} runs, {total:.2e} FLOPs of training in total "
           "(compute = 3 x forward FLOPs x samples seen; FLOPs in the paper's convention, "
           "1 multiply-add = 2); nothing submitted")
+    return total
+
+
+def pilot_noise(pilot: str, metric: str) -> tuple[float, int, int]:
+    """The pilot folder's seed noise (experiments.power.pilot_spread), or a ConfigError
+    saying why it has none, before anything is printed or submitted."""
+    from experiments.config import ConfigError
+    from experiments.power import pilot_spread
+
+    try:
+        sd, dof, configs_used = pilot_spread(pilot, metric)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not dof:
+        raise ConfigError(f"pilot folder {pilot} has no config with 2 completed seeds of "
+                          f"{metric}: the seed noise is unknown; run a pilot with >= 2 seeds")
+    return sd, dof, configs_used
+
+
+def seed_plan(sweep, total: float, pilot: str, noise: tuple[float, int, int], metric: str,
+              delta: float) -> None:
+    """What resolving `delta` would cost this sweep, from a pilot folder's seed noise."""
+    from experiments.power import ALPHA, POWER, seeds_needed
+    from experiments.sweep import SEED_KEY
+
+    sd, dof, configs_used = noise
+    needed = seeds_needed(sd, delta)
+    configs = len({tuple(sorted((k, str(v)) for k, v in p.params.items() if k != SEED_KEY))
+                   for p in sweep.points})
+    seeds = len(sweep.points) / configs
+    cost = total / seeds * needed
+    print(f"seed plan from pilot {pilot}: {metric} varies by {sd:.2f} points between seeds "
+          f"(pooled sd over {configs_used} configs, {dof} degrees of freedom). Resolving "
+          f"an effect of {delta:g} points at {100 * (1 - ALPHA):.0f}% confidence with "
+          f"{100 * POWER:.0f}% power takes {needed} seeds per config: {configs} configs x "
+          f"{needed} = {configs * needed} runs, {cost:.2e} FLOPs "
+          f"({cost / total:.1f}x this sweep's {seeds:g} seed(s), {total:.2e} FLOPs)")
 
 
 def wait(folder: Path, run_ids: set[str]) -> None:
@@ -127,8 +172,15 @@ def run(args) -> int:
 
     config_overrides, cluster_overrides = split_items(args.items)
     sweep = load_sweep(args.sweep, config_overrides)
+    if args.pilot and not args.dry_run:
+        raise ConfigError("--pilot plans seeds before submitting: use it with --dry-run")
+    if not (args.delta > 0):
+        raise ConfigError(f"--delta {args.delta} must be > 0 (points)")
     if args.dry_run:
-        dry_run(sweep)
+        noise = pilot_noise(args.pilot, args.metric) if args.pilot else None
+        total = dry_run(sweep)
+        if noise:
+            seed_plan(sweep, total, args.pilot, noise, args.metric, args.delta)
         return 0
     if args.runs_per_job is not None and args.runs_per_job < 1:
         raise ConfigError(f"--runs-per-job={args.runs_per_job} must be >= 1")
