@@ -334,8 +334,7 @@ def write_attention(source: str | Path, out_dir: str | Path | None = None, image
                     ) -> list[tuple[str, Plot, list[Path]]]:
     """Maps of the run folder or checkpoint `source` on `images` test images of distinct
     classes, written as PDF + PNG into out_dir (default RUN_DIR/attention)."""
-    from experiments.data import load_splits
-    from experiments.train import load_trained
+    from experiments.readback import load_trained, test_examples
 
     if images < 1:
         raise ConfigError(f"--images={images} must be >= 1")
@@ -344,13 +343,11 @@ def write_attention(source: str | Path, out_dir: str | Path | None = None, image
     if cfg.model.arch != "perceiver":
         raise ConfigError(f"{source} is a model.arch={cfg.model.arch} run: attention maps "
                           "need a Perceiver")
-    splits = load_splits(cfg)
-    batch = next(splits.test.batches(min(POOL, len(splits.test)), seed=0, epoch=0,
-                                     train=False))
+    batch, classes, spec = test_examples(cfg, POOL)
     picked = pick_examples(batch.labels, images)
     positions = batch.positions[picked] if batch.positions.dim() == 3 else batch.positions
-    titles = [f"test example {i} ({describe(batch.labels[i], splits.classes)})" for i in picked]
-    plots = attention_figures(model, batch.inputs[picked], positions, splits.spec.index_shape,
-                              kind, latents, closeups, titles, splits.spec.modalities)
+    titles = [f"test example {i} ({describe(batch.labels[i], classes)})" for i in picked]
+    plots = attention_figures(model, batch.inputs[picked], positions, spec.index_shape,
+                              kind, latents, closeups, titles, spec.modalities)
     out = Path(out_dir) if out_dir else (source if source.is_dir() else source.parent) / "attention"
     return save_plots(plots, out)

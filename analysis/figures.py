@@ -24,8 +24,6 @@ from analysis import style
 from analysis.results import SEED, ablation, config_columns, finished, percent, row_key, varying
 from analysis.stats import PAIRED_MIN, mean_interval
 from analysis.style import label
-from experiments.config import DataConfig
-from experiments.data import input_spec
 from experiments.formatting import human
 
 HYPERPARAMETER_AXES = ("model.num_latents", "model.latent_channels",
@@ -66,10 +64,10 @@ def _nyquist(runs: pd.DataFrame) -> pd.Series:
         recorded = row.get("input.index_shape")
         if isinstance(recorded, str):
             return max(json.loads(recorded))
+        from experiments.readback import index_shape
+
         size = row.get("data.image_size")
-        data = DataConfig(name=row["data.name"],
-                          image_size=None if pd.isna(size) else int(size))
-        return max(input_spec(data).index_shape)
+        return max(index_shape(row["data.name"], None if pd.isna(size) else int(size)))
     return runs.apply(native, axis=1)
 
 

@@ -46,7 +46,7 @@ def write_study_figures(study, out_dir: str | Path, prefix: str = "",
 
 def load_studies(results_dir: Path) -> list:
     """The Optuna study recorded in results_dir (journal file or RDB URL), if any."""
-    from experiments.orchestration.study import load_recorded
+    from experiments.readback import load_recorded
 
     study = load_recorded(results_dir)
     return [study] if study is not None else []

@@ -24,9 +24,10 @@ import pandas as pd
 import yaml
 
 from experiments.config import SECTIONS
-from experiments.orchestration.study import trial_columns
+from experiments.readback import trial_columns
 from experiments.records import (
     CONFIG,
+    FINAL,
     METRICS,
     RESULT,
     STATUSES,
@@ -37,7 +38,6 @@ from experiments.records import (
 )
 
 SEED = "train.seed"
-FINISHED = ("completed", "diverged")  # runs whose metrics are final
 # result.json entries that are not one number per run.
 NOT_COLUMNS = ("flops_breakdown", "sessions")
 
@@ -61,7 +61,7 @@ def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def read_run(run_dir: Path) -> dict[str, Any]:
+def run_row(run_dir: Path) -> dict[str, Any]:
     """One row; raises ValueError (with the reason) when the records are unusable."""
     try:
         config = read_yaml(run_dir / CONFIG)
@@ -85,7 +85,7 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
     rows = []
     for run_dir in run_dirs(results_dir):
         try:
-            rows.append(read_run(run_dir))
+            rows.append(run_row(run_dir))
         except ValueError as exc:
             warnings.warn(f"skipping run {run_dir}: {exc}", RecordWarning, stacklevel=2)
     frame = pd.DataFrame(rows)
@@ -154,7 +154,7 @@ def finished(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Completed and diverged runs with their accuracy in column `acc`, and its label."""
     acc, acc_label = accuracy(frame)
     runs = frame.assign(acc=acc)
-    return runs[runs["status"].isin(FINISHED)], acc_label
+    return runs[runs["status"].isin(FINAL)], acc_label
 
 
 def ablation(frame: pd.DataFrame, axes: Sequence[str], min_points: int = 2

@@ -24,8 +24,9 @@ from analysis.results import SEED, ablation, percent, row_key, varying
 from analysis.style import label
 from experiments.power import ALPHA, POWER, pooled_sd, seeds_needed
 
-DEFAULT_METRIC = "final.test_acc"
-FALLBACK_METRIC = "final.val_acc"
+# Without --metric: the first of these that completed runs have (single-label data sets
+# record accuracy, multi-label ones mean average precision).
+DEFAULT_METRICS = ("final.test_acc", "final.test_map", "final.val_acc", "final.val_map")
 DEFAULT_DELTA = 0.5  # points: the smallest effect the seed planner is asked to resolve
 IMPORTANCE_SEEDS = 5  # Optuna evaluator seeds (fANOVA's forests vary between calls)
 BETTER, WORSE, ONE_SEED = "better", "worse", "one seed: no interval"
@@ -41,13 +42,12 @@ class Metric(NamedTuple):
 
 
 def pick_metric(frame: pd.DataFrame, metric: str | None = None) -> Metric:
-    """The metric in points. Without `metric`: test accuracy when completed runs have it,
-    else validation accuracy. A named metric must exist (ValueError says which do)."""
+    """The metric in points. Without `metric`: the first of DEFAULT_METRICS that completed
+    runs have. A named metric must exist (ValueError says which do)."""
     done = frame[frame["status"] == "completed"] if "status" in frame else frame
     if metric is None:
-        metric = DEFAULT_METRIC
-        if metric not in frame or not done[metric].notna().any():
-            metric = FALLBACK_METRIC
+        metric = next((m for m in DEFAULT_METRICS if m in frame and done[m].notna().any()),
+                      DEFAULT_METRICS[0])
     if metric not in frame or not pd.api.types.is_numeric_dtype(frame[metric]):
         known = sorted(c for c in frame.columns if c.startswith(("final.", "best."))
                        and pd.api.types.is_numeric_dtype(frame[c]))

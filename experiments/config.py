@@ -244,7 +244,9 @@ def presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_user_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file a user wrote (config, sweep, study, profile): a mapping, or a
+    ConfigError that names the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
@@ -261,7 +263,7 @@ def preset_dict(name: str) -> dict[str, Any]:
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(presets())}")
-    content = read_yaml(path)
+    content = read_user_yaml(path)
     content.pop("preset", None)
     return content
 
@@ -279,7 +281,7 @@ def resolve(content: Mapping[str, Any], overrides: Mapping[str, Any] = (),
 def load_config(path: str | Path | None = None, overrides: Sequence[str] | Mapping = (),
                 preset: str | None = None) -> RunConfig:
     """The CLI's entry: optional YAML file, `key=value` strings (or a dict), optional preset."""
-    content = read_yaml(path) if path else {}
+    content = read_user_yaml(path) if path else {}
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
     return resolve(content, overrides, preset)

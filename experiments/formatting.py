@@ -14,3 +14,10 @@ def human(count: float | None) -> str:
         if abs(count) >= scale:
             return f"{count / scale:.1f}{suffix}"
     return f"{count:.0f}"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned columns for a terminal, as `status` and `sweep --dry-run` print them."""
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)]
+    return "\n".join("  ".join(f"{c:<{w}}" for c, w in zip(line, widths, strict=True)).rstrip()
+                     for line in [headers, *rows])

@@ -46,6 +46,8 @@ CONFIG, METRICS, RESULT, CHECKPOINT = "config.yaml", "metrics.jsonl", "result.js
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: os.umask can only be read by setting it
 STATUSES = ("completed", "diverged", "failed", "running", "pruned")
+# Statuses whose metrics are final: such a run is never trained again.
+FINAL = ("completed", "diverged")
 # The errors of a file system that cannot take a write, as opposed to a bug in the writer.
 STORAGE_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
                   errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}

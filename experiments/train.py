@@ -44,12 +44,13 @@ from experiments.config import RunConfig
 from experiments.data import input_spec, load_splits
 from experiments.data.registry import check_config
 from experiments.distributed import Distributed, init_distributed, job_id
-from experiments.errors import CheckpointError
 from experiments.locks import run_lock
 from experiments.optim import build_optimizer, build_schedule
+from experiments.orchestration import planning
 from experiments.records import (
     CHECKPOINT,
     CONFIG,
+    FINAL,
     METRICS,
     RESULT,
     STATUSES,
@@ -67,7 +68,6 @@ from perceiver_core import build_model, count_flops
 from perceiver_core.config import ConfigError
 
 LOG_INTERVAL_S = 15.0  # seconds between progress lines on stderr
-FINISHED = ("completed", "diverged")  # a run with one of these is never trained again
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 
 
@@ -138,7 +138,7 @@ def finished_result(cfg: RunConfig, run_dir: Path) -> dict | None:
                               f"config is {cfg.run_id}): choose another --out folder")
     if (run_dir / RESULT).is_file():
         result = read_json(run_dir / RESULT)
-        if result.get("status") in FINISHED:
+        if result.get("status") in FINAL:
             return result
     return None
 
@@ -337,9 +337,7 @@ class Run:
             raise ConfigError(f"train.batch_size={tc.batch_size} exceeds the "
                               f"{len(self.splits.train)} training examples: lower it or "
                               "raise data.train_subset")
-        self.total_steps = max(1, round(tc.epochs * self.steps_per_epoch))
-        if tc.max_steps is not None:
-            self.total_steps = min(self.total_steps, tc.max_steps)
+        self.total_steps = planning.total_steps(tc, self.steps_per_epoch)
         self.eval_every = tc.eval_every or self.steps_per_epoch
 
         torch.manual_seed(tc.seed)
@@ -608,19 +606,3 @@ def record_end(run: Run, status: str, error: str) -> None:
         run.write_result(status, error=error)
     except RecordWriteError as exc:
         log(f"could not record status {status!r} either: {exc.strerror}", run.env)
-
-
-def load_trained(path: str | Path):
-    """(eval-mode model with the checkpoint's weights, its RunConfig) from a run folder or
-    a checkpoint file."""
-    path = Path(path)
-    checkpoint = path / CHECKPOINT if path.is_dir() else path
-    if not checkpoint.is_file():
-        raise CheckpointError(f"no checkpoint at {checkpoint}: pass a run folder holding "
-                              f"{CHECKPOINT} (perceiver-ablate train prints it) or the file "
-                              "itself")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    cfg = RunConfig.from_dict(state["config"])
-    model = build_for(cfg, input_spec(cfg.data))
-    model.load_state_dict(state["model"])
-    return model.eval(), cfg

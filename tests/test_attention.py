@@ -145,7 +145,8 @@ def is_png(path: Path) -> bool:
 
 
 def test_attention_command_on_a_tiny_trained_run(tiny_fashion_mnist, tmp_path, capsys):
-    from experiments.train import load_trained, train_run
+    from experiments.readback import load_trained
+    from experiments.train import train_run
 
     cfg = load_config(None, [*TINY, f"data.root={tiny_fashion_mnist}", "data.val_size=100",
                              "train.batch_size=32", "train.max_steps=4", "train.eval_every=4"])

@@ -393,7 +393,7 @@ def test_cifar10_missing_or_malformed(cifar, tmp_path):
     with pytest.raises(ConfigError, match="cifar-10-python.tar.gz"):
         load_splits(load_config(overrides={"data.name": "cifar10"}))
     (cifar / "data_batch_3").unlink()
-    with pytest.raises(ConfigError, match=r"expected data_batch_3 in .*cifar-10-batches-py"):
+    with pytest.raises(DataError, match=r"expected data_batch_3 in .*cifar-10-batches-py"):
         load_splits(config(cifar, **{"data.name": "cifar10"}))
     marker = tmp_path / "pwned"
 
@@ -402,11 +402,11 @@ def test_cifar10_missing_or_malformed(cifar, tmp_path):
             return os.system, (f"touch {marker}",)
 
     (cifar / "data_batch_3").write_bytes(pickle.dumps({b"data": Exploit()}))
-    with pytest.raises(ConfigError, match="data_batch_3 is not a CIFAR-10 python batch"):
+    with pytest.raises(DataError, match="data_batch_3 is not a CIFAR-10 python batch"):
         load_splits(config(cifar, **{"data.name": "cifar10"}))
     assert not marker.exists()
     (cifar / "data_batch_3").write_bytes(pickle.dumps(cifar_batch(0, 4), 2)[:-200])
-    with pytest.raises(ConfigError, match="download the python version again"):
+    with pytest.raises(DataError, match="download the python version again"):
         load_splits(config(cifar, **{"data.name": "cifar10"}))
 
 
@@ -493,10 +493,10 @@ def test_image_folder_hflip(folder):
 def test_image_folder_errors(folder, tmp_path):
     with pytest.raises(ConfigError, match="data.name=imagenet needs data.root"):
         load_splits(load_config(overrides={"data.name": "imagenet"}))
-    with pytest.raises(ConfigError, match=r"nowhere/train does not exist.*train/<class>"):
+    with pytest.raises(DataError, match=r"nowhere/train does not exist.*train/<class>"):
         load_splits(image_config(tmp_path / "nowhere"))
     (folder / "val" / "bird").mkdir()
-    with pytest.raises(ConfigError, match=r"class folders that train/ lacks: \['bird'\]"):
+    with pytest.raises(DataError, match=r"class folders that train/ lacks: \['bird'\]"):
         load_splits(image_config(folder))
     (folder / "val" / "bird").rmdir()
     (folder / "val" / "cat" / "0.JPEG").write_bytes(b"not a jpeg")
@@ -509,7 +509,7 @@ def test_image_folder_errors(folder, tmp_path):
 
 
 def test_missing_fashion_mnist_says_how_to_get_it(tmp_path):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(DataError) as info:
         load_splits(config(tmp_path / "empty"))
     message = str(info.value)
     assert "apt-get install dataset-fashion-mnist" in message
@@ -525,11 +525,11 @@ def test_missing_fashion_mnist_says_how_to_get_it(tmp_path):
 ])
 def test_malformed_fashion_mnist(fashion, damage, message):
     damage(fashion / "train-images-idx3-ubyte.gz")
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(DataError, match=message):
         load_splits(config(fashion))
 
 
 def test_mismatched_label_file(fashion):
     write_idx(fashion / "train-labels-idx1-ubyte.gz", np.zeros(199))
-    with pytest.raises(ConfigError, match="200 images but .* 199 labels"):
+    with pytest.raises(DataError, match="200 images but .* 199 labels"):
         load_splits(config(fashion))

@@ -14,7 +14,8 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from analysis import demo as D  # noqa: E402
+from analysis.commands import demo as D  # noqa: E402
+from experiments.orchestration.follow import balanced, train_here  # noqa: E402
 from experiments.orchestration.sweeps import load_sweep  # noqa: E402
 from experiments.records import read_json  # noqa: E402
 from perceiver_core.config import ConfigError  # noqa: E402
@@ -49,7 +50,7 @@ def test_shipped_demo_sweep_gives_verdicts_not_trends():
 
 def test_runs_are_ordered_seed_major_so_local_jobs_balance():
     points = load_sweep(D.DEMO_SWEEP).points
-    ordered = D.balanced(points)
+    ordered = balanced(points)
     seeds = sorted({p.config.train.seed for p in points})
     per_seed = len(ordered) // len(seeds)
     for i, seed in enumerate(seeds):  # seed-major: every config of seed 0, then of seed 1...
@@ -109,7 +110,7 @@ def test_demo_end_to_end_on_a_tiny_sweep(tiny_sweep, tmp_path):
     stamps = {run_id: (out / "runs" / run_id / "result.json").stat().st_mtime_ns
               for run_id in runs}
     again: list[str] = []
-    D.run_sweep(load_sweep(tiny_sweep), out / "runs", "debug", 0.1, again.append)
+    train_here(load_sweep(tiny_sweep), out / "runs", "debug", 0.1, again.append)
     assert "3 completed; 0 to train" in again[0]
     assert stamps == {run_id: (out / "runs" / run_id / "result.json").stat().st_mtime_ns
                       for run_id in runs}

@@ -16,6 +16,7 @@ from experiments.cli import main
 from experiments.config import load_config
 from experiments.data import REGISTRY, input_spec, load_splits
 from experiments.data.common import packed_positions
+from experiments.errors import DataError
 from experiments.train import mean_average_precision
 from perceiver_core import build_model
 from perceiver_core.config import ConfigError
@@ -151,7 +152,7 @@ def test_malformed_ts_file_names_the_line(tmp_path):
     for part in ("TRAIN", "TEST"):
         (tmp_path / f"JapaneseVowels_{part}.ts").write_text(
             "@classLabel true 1 2\n@data\n" + ",".join(["0.5"] * 4) + ":3\n")
-    with pytest.raises(ConfigError, match=r"JapaneseVowels_TRAIN.ts:3: expected 12 dim"):
+    with pytest.raises(DataError, match=r"JapaneseVowels_TRAIN.ts:3: expected 12 dim"):
         load_splits(load_config(None, [f"data.root={tmp_path}"], preset="japanese-vowels"))
 
 

@@ -12,7 +12,7 @@ import yaml
 from conftest import skip_or_fail
 
 from experiments.cli import main
-from experiments.commands.sweep import wait
+from experiments.orchestration.follow import wait_for_runs
 from experiments.orchestration.sweeps import load_sweep
 from experiments.orchestration.tracking import read_manifest
 from experiments.records import CHECKPOINT, CONFIG, RESULT, read_json
@@ -49,7 +49,7 @@ def concurrent_sweeps(tmp_path: Path, data_root: Path, *options: str) -> tuple[P
     for proc, (stdout, stderr) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, stdout + stderr
     sweeps = [load_sweep(path) for path in paths]
-    wait(out, {p.run_id for sweep in sweeps for p in sweep.points})
+    wait_for_runs(out, {p.run_id for sweep in sweeps for p in sweep.points})
     return out, sweeps
 
 

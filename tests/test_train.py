@@ -28,8 +28,9 @@ from experiments.config import RunConfig, load_config
 from experiments.distributed import export_slurm_env, leave_distributed
 from experiments.locks import RUN_LOCK
 from experiments.optim import build_optimizer, lr_factor, param_groups
+from experiments.readback import load_trained
 from experiments.records import CHECKPOINT, CONFIG, METRICS, RESULT, read_json, read_jsonl
-from experiments.train import RunStopped, load_trained, train_run
+from experiments.train import RunStopped, train_run
 
 SUBSET = 1000  # images kept from each of the train and test files
 TINY = {"model.num_latents": 8, "model.latent_channels": 16, "model.num_blocks": 1,

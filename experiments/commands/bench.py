@@ -29,7 +29,7 @@ def short(value: float, unit: str) -> str:
     return f"{value:.1f} {unit}"
 
 
-def table(r: dict) -> str:
+def bench_table(r: dict) -> str:
     q1, q3 = r["step_time_iqr_s"]
     rows = [
         ("device", f"{r['device']} ({r['device_name']}), {r['threads']} threads, {r['dtype']}"
@@ -53,7 +53,7 @@ def run(args) -> int:
     from experiments.bench import bench
 
     result = bench(cfg, warmup=args.warmup, steps=args.steps)
-    print(json.dumps(result) if args.json else table(result))
+    print(json.dumps(result) if args.json else bench_table(result))
     return 0
 
 

@@ -13,7 +13,7 @@ def add_arguments(parser):
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def table(counts: dict) -> str:
+def counts_table(counts: dict) -> str:
     from experiments.formatting import human
 
     rows = [("params", counts["params"]), ("MACs (fvcore)", counts["macs"]),
@@ -30,7 +30,7 @@ def run(args) -> int:
     from experiments.train import config_flops
 
     counts = config_flops(cfg)
-    print(json.dumps(counts) if args.json else table(counts))
+    print(json.dumps(counts) if args.json else counts_table(counts))
     return 0
 
 

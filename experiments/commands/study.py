@@ -9,7 +9,6 @@ RDB URL). Running the same study again resumes it (raise `--trials` to extend it
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from experiments.commands import Command
@@ -53,10 +52,10 @@ def ended(job) -> bool:
 
 
 def run(args) -> int:
-    from experiments.commands.sweep import split_items
+    from experiments.orchestration.cluster import split_overrides
     from experiments.orchestration.study import load_study, study_status, tally
 
-    overrides, cluster_overrides = split_items(args.items)
+    overrides, cluster_overrides = split_overrides(args.items)
     spec = load_study(args.study, overrides, trials=args.trials, storage=args.storage)
     out = Path(args.out) if args.out else RESULTS / Path(args.study).stem
     study = start(spec, out, args, cluster_overrides)
@@ -71,6 +70,7 @@ def start(spec, out: Path, args, cluster_overrides: dict):
     finished or its workers ended, else None. (The jobs stay inside this function: `run`'s
     frame outlives the call, kept by the traceback of an optional import that failed in
     it, and a submitit job still alive at interpreter exit prints errors from __del__.)"""
+    from experiments.orchestration.follow import wait_until
     from experiments.orchestration.study import public_url, tally
     from experiments.orchestration.study_workers import launch
 
@@ -84,8 +84,8 @@ def start(spec, out: Path, args, cluster_overrides: dict):
         for job in jobs:
             job.result()
     elif args.wait:
-        while tally(study)["finished"] < spec.trials and not all(ended(j) for j in jobs):
-            time.sleep(POLL_S)
+        wait_until(lambda: tally(study)["finished"] >= spec.trials
+                   or all(ended(j) for j in jobs), POLL_S)
     else:
         return None
     return study

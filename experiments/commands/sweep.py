@@ -7,15 +7,11 @@ cluster profile for this submission (`cluster.tasks_per_node=2`).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from experiments.commands import Command
-from experiments.data.registry import dataset
 
 RESULTS = Path("results")
-CLUSTER_PREFIX = "cluster."
-POLL_S = 1.0
 
 
 def add_arguments(parser):
@@ -50,34 +46,10 @@ def add_arguments(parser):
                         help="also resubmit runs that failed")
 
 
-def split_items(items: list[str]) -> tuple[dict, dict]:
-    """(config overrides, cluster profile overrides), both typed like YAML values."""
-    from experiments.config import ConfigError, parse_overrides
-
-    stray = [item for item in items if "=" not in item]
-    if stray:
-        raise ConfigError(f"expected key=value overrides after the sweep file, got {stray}")
-    overrides = parse_overrides(items)
-    cluster = {k.removeprefix(CLUSTER_PREFIX): v for k, v in overrides.items()
-               if k.startswith(CLUSTER_PREFIX)}
-    return {k: v for k, v in overrides.items() if not k.startswith(CLUSTER_PREFIX)}, cluster
-
-
-def samples_seen(cfg) -> int:
-    """Training examples a run will see (train.py's step count, global batch)."""
-    data, train = cfg.data, cfg.train
-    # The registry's nominal size: a folder's real size is only known once it is listed.
-    size = data.train_subset or dataset(data.name).train_size - data.val_size
-    steps = max(1, round(train.epochs * (size // train.batch_size)))
-    if train.max_steps is not None:
-        steps = min(steps, train.max_steps)
-    return steps * train.batch_size
-
-
 def dry_run(sweep) -> float:
     """Print the runs and their compute; returns the total compute in FLOPs."""
-    from experiments.commands.status import table
-    from experiments.formatting import human
+    from experiments.formatting import human, table
+    from experiments.orchestration.planning import samples_seen
     from experiments.train import config_flops
 
     counts = {}
@@ -120,8 +92,8 @@ def pilot_noise(pilot: str, metric: str) -> tuple[float, int, int]:
 def seed_plan(sweep, total: float, pilot: str, noise: tuple[float, int, int], metric: str,
               delta: float) -> None:
     """What resolving `delta` would cost this sweep, from a pilot folder's seed noise."""
+    from experiments.orchestration.sweeps import SEED_KEY
     from experiments.power import ALPHA, POWER, seeds_needed
-    from experiments.sweep import SEED_KEY
 
     sd, dof, configs_used = noise
     needed = seeds_needed(sd, delta)
@@ -137,40 +109,15 @@ def seed_plan(sweep, total: float, pilot: str, noise: tuple[float, int, int], me
           f"({cost / total:.1f}x this sweep's {seeds:g} seed(s), {total:.2e} FLOPs)")
 
 
-def wait(folder: Path, run_ids: set[str]) -> None:
-    """Until no run is queued or running and their jobs have exited (a DDP job's other
-    ranks, a packed job's remaining runs, a job the controller requeues after a node loss)."""
-    from experiments.orchestration.tracking import (
-        ACTIVE,
-        job_outcome,
-        latest_jobs,
-        read_manifest,
-        run_states,
-        slurm_queue,
-    )
-
-    def busy() -> bool:
-        manifest = read_manifest(folder)
-        jobs = [job for run_id, job in latest_jobs(manifest).items() if run_id in run_ids]
-        queue = slurm_queue(manifest)
-        listed = [queue[job["job_id"]] for job, _ in jobs if job["job_id"] in queue]
-        return any(s.state in ACTIVE for s in run_states(folder) if s.run_id in run_ids) or \
-            any(not q.finished for q in listed) or \
-            any(job_outcome(job, submission, folder) in ("queued", "started", "requeued")
-                for job, submission in jobs)
-
-    while busy():
-        time.sleep(POLL_S)
-
-
 def run(args) -> int:
-    from experiments.commands.status import report
     from experiments.config import ConfigError
-    from experiments.orchestration.cluster import load_profile
+    from experiments.orchestration.cluster import load_profile, split_overrides
+    from experiments.orchestration.follow import wait_for_runs
+    from experiments.orchestration.status import report
     from experiments.orchestration.submit import plan, submit
     from experiments.orchestration.sweeps import load_sweep
 
-    config_overrides, cluster_overrides = split_items(args.items)
+    config_overrides, cluster_overrides = split_overrides(args.items)
     sweep = load_sweep(args.sweep, config_overrides)
     if args.pilot and not args.dry_run:
         raise ConfigError("--pilot plans seeds before submitting: use it with --dry-run")
@@ -209,7 +156,7 @@ def run(args) -> int:
         print(f"follow them with: perceiver-ablate status {folder}")
     if not args.wait:
         return 0
-    wait(folder, {p.run_id for p in sweep.points})
+    wait_for_runs(folder, {p.run_id for p in sweep.points})
     text, failed = report(folder, {p.run_id for p in sweep.points})
     print(text)
     return 1 if failed else 0

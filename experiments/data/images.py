@@ -307,18 +307,18 @@ def read_idx(path: Path, dims: int) -> np.ndarray:
     try:
         raw = bytearray(gzip.decompress(path.read_bytes()))
     except (OSError, EOFError) as exc:
-        raise ConfigError(f"{path} is not a readable gzip file ({exc}); reinstall the data set"
-                          " (apt-get install --reinstall dataset-fashion-mnist)") from None
+        raise DataError(f"{path} is not a readable gzip file ({exc}); reinstall the data set"
+                        " (apt-get install --reinstall dataset-fashion-mnist)") from None
     magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if magic != 0x0800 + dims or len(raw) < 4 + 4 * dims:
-        raise ConfigError(f"{path} is not an IDX file of unsigned bytes with {dims} "
-                          f"dimension(s) (expected magic {0x0800 + dims:#010x}, got "
-                          f"{magic if magic is None else hex(magic)})")
+        raise DataError(f"{path} is not an IDX file of unsigned bytes with {dims} "
+                        f"dimension(s) (expected magic {0x0800 + dims:#010x}, got "
+                        f"{magic if magic is None else hex(magic)})")
     shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * dims)
     if data.size != math.prod(shape):
-        raise ConfigError(f"{path}: the header declares shape {shape} ({math.prod(shape)} "
-                          f"bytes) but the file holds {data.size}; it is truncated or corrupt")
+        raise DataError(f"{path}: the header declares shape {shape} ({math.prod(shape)} "
+                        f"bytes) but the file holds {data.size}; it is truncated or corrupt")
     return data.reshape(shape)
 
 
@@ -328,9 +328,9 @@ def read_fashion_mnist_part(root: str, part: str, stamp: tuple) -> tuple[Tensor,
     image_file, label_file = (Path(root) / f for f in FASHION_MNIST_FILES[part])
     images, labels = read_idx(image_file, 3), read_idx(label_file, 1)
     if len(images) != len(labels) or labels.max(initial=0) >= 10:
-        raise ConfigError(f"{image_file} holds {len(images)} images but {label_file} holds "
-                          f"{len(labels)} labels (max {labels.max(initial=0)}, need < 10): "
-                          "the files do not belong together")
+        raise DataError(f"{image_file} holds {len(images)} images but {label_file} holds "
+                        f"{len(labels)} labels (max {labels.max(initial=0)}, need < 10): "
+                        "the files do not belong together")
     return torch.from_numpy(images)[..., None], torch.from_numpy(labels.astype(np.int64))
 
 
@@ -339,7 +339,7 @@ def load_fashion_mnist(data: DataConfig) -> tuple[dict, tuple[str, ...], Path]:
     expected = [root / f for files in FASHION_MNIST_FILES.values() for f in files]
     missing = [p.name for p in expected if not p.is_file()]
     if missing:
-        raise ConfigError(
+        raise DataError(
             f"Fashion-MNIST not found: expected {', '.join(missing)} in {root}. Install "
             f"Debian's package (`apt-get install dataset-fashion-mnist`, files land in "
             f"{FASHION_MNIST_ROOT}) or set data.root to a folder holding the four IDX .gz "
@@ -376,8 +376,8 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError("expected b'data' uint8 (N, 3072) and N b'labels' in 0..9")
     except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError,
             AttributeError) as exc:
-        raise ConfigError(f"{path} is not a CIFAR-10 python batch ({exc}); download the "
-                          f"python version again from {CIFAR10_URL}") from None
+        raise DataError(f"{path} is not a CIFAR-10 python batch ({exc}); download the "
+                        f"python version again from {CIFAR10_URL}") from None
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
@@ -392,7 +392,7 @@ def load_cifar10(data: DataConfig) -> tuple[dict, tuple[str, ...], Path]:
     expected = [f for files in CIFAR10_FILES.values() for f in files]
     missing = [f for f in expected if not (root / f).is_file()]
     if missing:
-        raise ConfigError(f"CIFAR-10 not found: expected {', '.join(missing)} in {root}; {how}")
+        raise DataError(f"CIFAR-10 not found: expected {', '.join(missing)} in {root}; {how}")
     parts = {}
     for part, files in CIFAR10_FILES.items():
         images, labels = zip(*(read_cifar_batch(root / f) for f in files), strict=True)
@@ -416,14 +416,14 @@ def list_image_folder(folder: Path, classes: Sequence[str] | None = None):
            "data.root/val/<class>/<image>.JPEG (for ImageNet, the val images sorted into "
            "class folders, e.g. with the ILSVRC2012 devkit's labels)")
     if not folder.is_dir():
-        raise ConfigError(f"{folder} does not exist; {how}")
+        raise DataError(f"{folder} does not exist; {how}")
     found = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
     if not found:
-        raise ConfigError(f"{folder} holds no class folders; {how}")
+        raise DataError(f"{folder} holds no class folders; {how}")
     classes = tuple(found) if classes is None else tuple(classes)
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise ConfigError(f"{folder} has class folders that train/ lacks: {unknown[:5]}; {how}")
+        raise DataError(f"{folder} has class folders that train/ lacks: {unknown[:5]}; {how}")
     files, labels = [], []
     for label, name in enumerate(classes):
         if name not in found:
@@ -433,7 +433,7 @@ def list_image_folder(folder: Path, classes: Sequence[str] | None = None):
         files += images
         labels += [label] * len(images)
     if not files:
-        raise ConfigError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); {how}")
+        raise DataError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); {how}")
     return files, torch.tensor(labels, dtype=torch.long), classes
 
 

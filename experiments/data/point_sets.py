@@ -27,6 +27,7 @@ from experiments.data.common import (
     generator,
 )
 from experiments.data.images import FASHION_MNIST_CLASSES, load_fashion_mnist
+from experiments.errors import DataError
 from perceiver_core.config import ConfigError
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ def fashion_points_splits(cfg: RunConfig) -> Splits:
     (images, labels), (test_images, test_labels) = parts["train"], parts["test"]
     if not bool((images.flatten(1).amax(1) > 0).all() and
                 (test_images.flatten(1).amax(1) > 0).all()):
-        raise ConfigError(f"{root}: an image is entirely black, so it has no points to draw")
+        raise DataError(f"{root}: an image is entirely black, so it has no points to draw")
     train, val = carve(len(images), data, str(root))
 
     def split(x, y, stream):
@@ -151,7 +152,7 @@ def modelnet40_spec(data: DataConfig) -> InputSpec:
 
 def read_lines(path: Path) -> list[str]:
     if not path.is_file():
-        raise ConfigError(f"ModelNet40 not found: {path} is missing; {MODELNET_HOW}")
+        raise DataError(f"ModelNet40 not found: {path} is missing; {MODELNET_HOW}")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -165,16 +166,16 @@ def read_modelnet_h5(path: Path, num_classes: int) -> tuple[Tensor, Tensor]:
                 raise ValueError(f"it holds keys {sorted(f.keys())}, not 'data' and 'label'")
             points, labels = f["data"][()], f["label"][()]
     except OSError as exc:
-        raise ConfigError(f"{path} is not a readable HDF5 file ({exc}); {MODELNET_HOW}") from None
+        raise DataError(f"{path} is not a readable HDF5 file ({exc}); {MODELNET_HOW}") from None
     except ValueError as exc:
-        raise ConfigError(f"{path}: {exc}; {MODELNET_HOW}") from None
+        raise DataError(f"{path}: {exc}; {MODELNET_HOW}") from None
     labels = labels.reshape(-1)
     if points.ndim != 3 or points.shape[2] != 3 or len(points) != len(labels):
-        raise ConfigError(f"{path}: 'data' has shape {points.shape} and 'label' "
-                          f"{len(labels)} entries; expected (B, P, 3) and B; {MODELNET_HOW}")
+        raise DataError(f"{path}: 'data' has shape {points.shape} and 'label' "
+                        f"{len(labels)} entries; expected (B, P, 3) and B; {MODELNET_HOW}")
     if labels.min(initial=0) < 0 or labels.max(initial=0) >= num_classes:
-        raise ConfigError(f"{path}: labels span {labels.min()}..{labels.max()} but "
-                          f"shape_names.txt names {num_classes} classes")
+        raise DataError(f"{path}: labels span {labels.min()}..{labels.max()} but "
+                        f"shape_names.txt names {num_classes} classes")
     return torch.from_numpy(points.astype("float32")), torch.from_numpy(labels.astype("int64"))
 
 
@@ -183,11 +184,11 @@ def read_modelnet_part(root: Path, part: str, num_classes: int) -> tuple[Tensor,
     prefix (data/modelnet40_ply_hdf5_2048/...), so each is looked up by name in root."""
     names = [Path(line).name for line in read_lines(root / f"{part}_files.txt")]
     if not names:
-        raise ConfigError(f"{root / f'{part}_files.txt'} lists no files; {MODELNET_HOW}")
+        raise DataError(f"{root / f'{part}_files.txt'} lists no files; {MODELNET_HOW}")
     parts = [read_modelnet_h5(root / name, num_classes) for name in names]
     points = {p.shape[1] for p, _ in parts}
     if len(points) != 1:
-        raise ConfigError(f"{root}: the {part} files hold different point counts {points}")
+        raise DataError(f"{root}: the {part} files hold different point counts {points}")
     return torch.cat([p for p, _ in parts]), torch.cat([y for _, y in parts])
 
 

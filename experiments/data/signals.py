@@ -34,6 +34,7 @@ from torch import Tensor
 
 from experiments.data.common import ArraySplit, Batch, InputSpec, Splits, carve
 from experiments.data.video import VIDEO_EXTENSIONS, patch, read_frames, video_shape
+from experiments.errors import DataError
 from perceiver_core.config import ConfigError
 from perceiver_core.position import grid_positions
 
@@ -80,17 +81,17 @@ def vowels_folder(data: DataConfig) -> Path:
     try:
         return Path(importlib.metadata.distribution("sktime").locate_file(VOWELS_IN_SKTIME))
     except importlib.metadata.PackageNotFoundError:
-        raise ConfigError(f"data.name=japanese_vowels reads {VOWELS} from the sktime package, "
-                          "which is not installed: `pip install sktime` (or set data.root to "
-                          f"a folder holding {VOWELS}_TRAIN.ts and {VOWELS}_TEST.ts)") from None
+        raise DataError(f"data.name=japanese_vowels reads {VOWELS} from the sktime package, "
+                        "which is not installed: `pip install sktime` (or set data.root to "
+                        f"a folder holding {VOWELS}_TRAIN.ts and {VOWELS}_TEST.ts)") from None
 
 
 def read_ts(path: Path, channels: int) -> tuple[list[np.ndarray], list[str], list[str]]:
     """(series (T_i, channels) each, their labels, the declared class labels) of a .ts file
     (sktime/aeon's text format: @-headers, then one 'v,v,...:v,v,...:label' line each)."""
     if not path.is_file():
-        raise ConfigError(f"{path} does not exist: expected the {VOWELS} .ts files there "
-                          "(reinstall sktime, or fix data.root)")
+        raise DataError(f"{path} does not exist: expected the {VOWELS} .ts files there "
+                        "(reinstall sktime, or fix data.root)")
     series, labels, declared, in_data = [], [], [], False
     for number, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
@@ -105,17 +106,17 @@ def read_ts(path: Path, channels: int) -> tuple[list[np.ndarray], list[str], lis
         try:
             values = [np.array(d.split(","), dtype=np.float32) for d in dims]
         except ValueError as exc:
-            raise ConfigError(f"{path}:{number}: not numbers ({exc})") from None
+            raise DataError(f"{path}:{number}: not numbers ({exc})") from None
         if len(values) != channels or len({len(v) for v in values}) != 1:
-            raise ConfigError(f"{path}:{number}: expected {channels} dimensions of one "
-                              f"length, got lengths {[len(v) for v in values]}")
+            raise DataError(f"{path}:{number}: expected {channels} dimensions of one "
+                            f"length, got lengths {[len(v) for v in values]}")
         if label not in declared:
-            raise ConfigError(f"{path}:{number}: label {label!r} is not one of the declared "
-                              f"@classLabel values {declared}")
+            raise DataError(f"{path}:{number}: label {label!r} is not one of the declared "
+                            f"@classLabel values {declared}")
         series.append(np.stack(values, axis=1))
         labels.append(label)
     if not series:
-        raise ConfigError(f"{path} holds no series after @data")
+        raise DataError(f"{path} holds no series after @data")
     return series, labels, declared
 
 
@@ -133,8 +134,8 @@ def vowels_splits(cfg: RunConfig) -> Splits:
     for part in ("TRAIN", "TEST"):
         series, labels, classes = read_ts(folder / f"{VOWELS}_{part}.ts", spec.channels)
         if len(classes) != spec.num_classes:
-            raise ConfigError(f"{folder}: {VOWELS} declares {len(classes)} classes, "
-                              f"expected {spec.num_classes}")
+            raise DataError(f"{folder}: {VOWELS} declares {len(classes)} classes, "
+                            f"expected {spec.num_classes}")
         inputs = np.stack([resample(s, spec.index_shape[0]) for s in series])
         parts[part] = (torch.from_numpy(inputs),
                        torch.tensor([classes.index(y) for y in labels]))
@@ -182,11 +183,11 @@ def read_classes(root: Path) -> tuple[list[str], list[str]]:
     """(mids, display names) of class_labels_indices.csv, in index order."""
     path = root / "class_labels_indices.csv"
     if not path.is_file():
-        raise ConfigError(f"{path} is missing; {AUDIO_HOW}")
+        raise DataError(f"{path} is missing; {AUDIO_HOW}")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"index", "mid", "display_name"} <= set(rows[0]):
-        raise ConfigError(f"{path}: expected the columns index,mid,display_name; {AUDIO_HOW}")
+        raise DataError(f"{path}: expected the columns index,mid,display_name; {AUDIO_HOW}")
     rows.sort(key=lambda r: int(r["index"]))
     return [r["mid"] for r in rows], [r["display_name"] for r in rows]
 
@@ -194,7 +195,7 @@ def read_classes(root: Path) -> tuple[list[str], list[str]]:
 def read_segments(path: Path, mids: list[str]) -> list[tuple[str, list[int]]]:
     """[(YTID, class indices)] of an AudioSet segment CSV ('#' lines are comments)."""
     if not path.is_file():
-        raise ConfigError(f"{path} is missing; {AUDIO_HOW}")
+        raise DataError(f"{path} is missing; {AUDIO_HOW}")
     index = {mid: i for i, mid in enumerate(mids)}
     segments = []
     with open(path, newline="") as f:
@@ -204,17 +205,17 @@ def read_segments(path: Path, mids: list[str]) -> list[tuple[str, list[int]]]:
             if not row:
                 continue
             if len(row) != 4:
-                raise ConfigError(f"{path}: row {number} has {len(row)} fields, expected 4 "
-                                  f"(YTID, start_seconds, end_seconds, labels); {AUDIO_HOW}")
+                raise DataError(f"{path}: row {number} has {len(row)} fields, expected 4 "
+                                f"(YTID, start_seconds, end_seconds, labels); {AUDIO_HOW}")
             labels = [m.strip() for m in row[3].split(",") if m.strip()]
             unknown = [m for m in labels if m not in index]
             if unknown or not labels:
-                raise ConfigError(f"{path}: row {number} ({row[0]}) names "
-                                  f"{'unknown classes ' + str(unknown) if unknown else 'no class'}"
-                                  "; every label must be a mid of class_labels_indices.csv")
+                raise DataError(f"{path}: row {number} ({row[0]}) names "
+                                f"{'unknown classes ' + str(unknown) if unknown else 'no class'}"
+                                "; every label must be a mid of class_labels_indices.csv")
             segments.append((row[0], [index[m] for m in labels]))
     if not segments:
-        raise ConfigError(f"{path} lists no segments; {AUDIO_HOW}")
+        raise DataError(f"{path} lists no segments; {AUDIO_HOW}")
     return segments
 
 
@@ -226,7 +227,7 @@ def read_clip(path: Path, data: DataConfig) -> np.ndarray:
     try:
         audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
-        raise ConfigError(f"cannot decode {path} ({exc}): expected a WAV or FLAC file") from None
+        raise DataError(f"cannot decode {path} ({exc}): expected a WAV or FLAC file") from None
     audio = audio.mean(axis=1)
     if rate != data.sample_rate:
         ratio = Fraction(data.sample_rate, rate)
@@ -239,8 +240,8 @@ def find_clip(folder: Path, ytid: str, extensions: tuple[str, ...]) -> Path:
     for extension in extensions:
         if (folder / f"{ytid}{extension}").is_file():
             return folder / f"{ytid}{extension}"
-    raise ConfigError(f"no {folder.name} file for segment {ytid}: expected {folder / ytid} "
-                      f"with one of the extensions {', '.join(extensions)}")
+    raise DataError(f"no {folder.name} file for segment {ytid}: expected {folder / ytid} "
+                    f"with one of the extensions {', '.join(extensions)}")
 
 
 def log_mel(waves: Tensor, data: DataConfig) -> Tensor:

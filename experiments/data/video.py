@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from experiments.data.images import STATS
+from experiments.errors import DataError
 from perceiver_core.config import ConfigError
 
 if TYPE_CHECKING:
@@ -55,11 +56,11 @@ def read_frames(path: Path, data: DataConfig) -> Tensor:
                 raise ValueError("it has no video stream")
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     except (av.FFmpegError, ValueError, OSError) as exc:
-        raise ConfigError(f"cannot decode video {path} ({exc}): expected a video file FFmpeg "
-                          "reads, e.g. an .mp4") from None
+        raise DataError(f"cannot decode video {path} ({exc}): expected a video file FFmpeg "
+                        "reads, e.g. an .mp4") from None
     if len(frames) < 1 or len({f.shape for f in frames}) != 1:
-        raise ConfigError(f"{path}: expected at least one frame, all of one size; got "
-                          f"{len(frames)} frames of sizes {sorted({f.shape for f in frames})}")
+        raise DataError(f"{path}: expected at least one frame, all of one size; got "
+                        f"{len(frames)} frames of sizes {sorted({f.shape for f in frames})}")
     picked = np.linspace(0, len(frames) - 1, data.video_frames).round().astype(int)
     clip = torch.from_numpy(np.stack([frames[i] for i in picked])).permute(0, 3, 1, 2)
     size = data.image_size

@@ -19,13 +19,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from experiments.config import read_yaml
+from experiments.config import read_user_yaml
 from perceiver_core.config import ConfigError, check_min
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
 # Where slurm/local-cluster.sh keeps its state unless PERCEIVER_SLURM_DIR says otherwise.
 LOCAL_CLUSTER_DIR = "/tmp/perceiver-slurm"
 EXECUTORS = ("slurm", "local", "debug")
+CLUSTER_PREFIX = "cluster."  # command-line items that override the cluster profile
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def profile_path(name_or_path: str | Path) -> Path:
 
 def load_profile(name_or_path: str | Path) -> Profile:
     path = profile_path(name_or_path)
-    content = read_yaml(path)
+    content = read_user_yaml(path)
     for key in content:
         if key not in PROFILE_KEYS:
             close = difflib.get_close_matches(str(key), PROFILE_KEYS, n=1)
@@ -189,3 +190,18 @@ def make_executor(profile: Profile, folder: str | Path, name: str = "perceiver",
         slurm_setup=list(profile.setup) or None,
     )
     return ex
+
+
+def split_overrides(items: list[str]) -> tuple[dict, dict]:
+    """A command line's `key=value` items as (config overrides, cluster profile overrides,
+    the `cluster.KEY=value` ones), both typed like YAML values."""
+    from experiments.config import ConfigError, parse_overrides
+
+    stray = [item for item in items if "=" not in item]
+    if stray:
+        raise ConfigError("expected key=value overrides after the sweep or study file, got "
+                          f"{stray}")
+    overrides = parse_overrides(items)
+    cluster = {k.removeprefix(CLUSTER_PREFIX): v for k, v in overrides.items()
+               if k.startswith(CLUSTER_PREFIX)}
+    return {k: v for k, v in overrides.items() if not k.startswith(CLUSTER_PREFIX)}, cluster

@@ -46,7 +46,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from experiments.config import merge, read_yaml, resolve
+from experiments.config import merge, read_user_yaml, resolve
 from perceiver_core.config import ConfigError
 
 STUDY_FILE = "study.yaml"  # the effective study spec, written into its results folder
@@ -212,7 +212,7 @@ def load_study(path: str | Path, overrides: Mapping[str, Any] = (), trials: int 
                storage: str | None = None) -> StudySpec:
     """Parse and check a study file; `overrides` (dotted keys) apply to its base config."""
     path = Path(path)
-    content = read_yaml(path)
+    content = read_user_yaml(path)
     if not content:
         raise ConfigError(f"{path}: the study file is empty; it needs at least `space:` (the "
                           "searched keys) and `trials:` (see experiments/studies/)")
@@ -400,7 +400,7 @@ def load_recorded(results_dir: str | Path) -> optuna.Study | None:
     path = Path(results_dir) / STUDY_FILE
     if not path.is_file():
         return None
-    content = read_yaml(path)
+    content = read_user_yaml(path)
     return optuna.load_study(study_name=content["name"],
                              storage=open_storage(content["storage"], content["stale_after_s"]))
 
@@ -421,7 +421,7 @@ def trials_frame(results_dir: str | Path):
     study = load_recorded(results_dir)
     if study is None:
         return None
-    names = read_yaml(Path(results_dir) / STUDY_FILE)["objective"]
+    names = read_user_yaml(Path(results_dir) / STUDY_FILE)["objective"]
     best = best_numbers(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -452,7 +452,7 @@ def study_status(results_dir: str | Path) -> str | None:
     frame = trials_frame(results_dir)
     if frame is None:
         return None
-    study_file = read_yaml(Path(results_dir) / STUDY_FILE)
+    study_file = read_user_yaml(Path(results_dir) / STUDY_FILE)
     counts = frame["trial.state"].value_counts().to_dict()
     head = (f"study {study_file['name']} ({study_file['storage']}): "
             f"{counts.get('COMPLETE', 0) + counts.get('PRUNED', 0)}/{study_file['trials']} "

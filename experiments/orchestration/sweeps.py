@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.config import ConfigError, RunConfig, merge, parse_overrides, read_yaml, resolve
+from experiments.config import (
+    ConfigError,
+    RunConfig,
+    merge,
+    parse_overrides,
+    read_user_yaml,
+    resolve,
+)
 
 SWEEP_DIR = Path(__file__).parents[1] / "sweeps"
 SPEC_KEYS = ("description", "base", "grid", "zip", "seeds")
@@ -83,7 +90,7 @@ def default_name(path: Path) -> str:
 
 def load_sweep(name_or_path: str | Path, overrides: Sequence[str] | Mapping = ()) -> Sweep:
     path = sweep_path(name_or_path)
-    spec = read_yaml(path)
+    spec = read_user_yaml(path)
     if not spec:
         raise ConfigError(f"sweep {path}: the file is empty; a sweep needs a `base:` config "
                           "and at least one axis (`grid:`, `zip:` or `seeds:`); nothing was "

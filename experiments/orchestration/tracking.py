@@ -42,10 +42,10 @@ from typing import Any
 import yaml
 
 from experiments.identity import current_id
-from experiments.records import CONFIG, RESULT, read_json, read_yaml, run_dirs, write_json
+from experiments.records import CONFIG, FINAL, RESULT, read_json, read_yaml, run_dirs, write_json
 
 MANIFEST = "sweep.json"
-FINISHED = ("completed", "diverged", "pruned")
+DONE = (*FINAL, "pruned")  # states a sweep does not submit again
 ACTIVE = ("pending", "running", "requeued")
 # submitit's log lines (stdout: submitit.core.submission, JobEnvironment._requeue) and
 # slurmstepd's line (stderr) when it kills a job: scancel, or the time limit without a
@@ -216,7 +216,7 @@ def last_line(text: str | None) -> str:
     return lines[-1] if lines else ""
 
 
-def read_run(run_dir: Path) -> tuple[dict, dict]:
+def read_records(run_dir: Path) -> tuple[dict, dict]:
     """(config, result) of a run folder; {} for what is not there yet."""
     def load(path, reader):
         try:
@@ -230,7 +230,7 @@ def run_state(run_id: str, run_dir: Path, job_info: tuple[dict, dict] | None,
               folder: Path, config: dict | None = None,
               queued: Queued | None = None) -> RunState:
     """`queued`: the job as squeue lists it, if it does."""
-    on_disk, result = read_run(run_dir)
+    on_disk, result = read_records(run_dir)
     status = result.get("status")
     state = RunState(run_id, run_dir, "new", config or on_disk, result)
     if job_info is None:  # not submitted from here (a `train` run, a study trial)
@@ -241,7 +241,7 @@ def run_state(run_id: str, run_dir: Path, job_info: tuple[dict, dict] | None,
     state.job_id = job["job_id"]
     if job.get("stderr"):
         state.log = folder / job["stderr"]
-    if status in FINISHED:
+    if status in DONE:
         state.state = status
         return state
     outcome = job_outcome(job, submission, folder)
