@@ -35,7 +35,7 @@ def two_node_sweep(tmp_path_factory):
     folder = tmp_path_factory.mktemp("multinode")
     path = folder / "long.yaml"
     train = {**TINY_BASE["train"], "max_steps": STEPS, "eval_every": EVAL_EVERY}
-    path.write_text(yaml.safe_dump({"base": {**TINY_BASE, "train": train}}))
+    path.write_text(yaml.safe_dump({"base": {**TINY_BASE, "train": train}, "seeds": [0]}))
     reference = folder / "one-process"
     assert main(["sweep", str(path), "--executor", "debug", "--out", str(reference)]) == 0
     (run_id,) = [p.name for p in reference.iterdir() if (p / RESULT).is_file()]
