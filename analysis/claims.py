@@ -68,17 +68,22 @@ def _levels(rows: pd.DataFrame, knob: str) -> list:
     return sorted_levels(rows[knob])
 
 
-def _directional(a, b, rows, claim, metric, delta, expect: int):
-    """Claim: b beats a (expect=+1) or loses to a (expect=-1)."""
+def _effect(a, b, rows, claim, metric, delta) -> tuple[float, float, int, str, str]:
+    """b against a: (low, high, fewest seeds, "b vs a", the effect and its interval)."""
     result = compare(_values(rows, claim.knob, a), _values(rows, claim.knob, b), delta,
                      metric.higher_is_better)
-    n = min(result["n_base"], result["n_level"])
-    comparison = f"{level_text(claim.knob, b)} vs {level_text(claim.knob, a)}"
-    interval = interval_text(result["effect"], result["low"], result["high"])
-    if math.isnan(result["low"]):
+    return (result["low"], result["high"], min(result["n_base"], result["n_level"]),
+            f"{level_text(claim.knob, b)} vs {level_text(claim.knob, a)}",
+            interval_text(result["effect"], result["low"], result["high"]))
+
+
+def _directional(a, b, rows, claim, metric, delta, expect: int):
+    """Claim: b beats a (expect=+1) or loses to a (expect=-1)."""
+    low, high, n, comparison, interval = _effect(a, b, rows, claim, metric, delta)
+    if math.isnan(low):
         return comparison, interval, _unresolved(n)
     sign = expect if metric.higher_is_better else -expect
-    low, high = sorted((sign * result["low"], sign * result["high"]))
+    low, high = sorted((sign * low, sign * high))
     verdict = CONFIRMED if low > 0 else CONTRADICTED if high < 0 else _unresolved(n)
     return comparison, interval, verdict
 
@@ -109,12 +114,7 @@ def up_to_a_point(claim, runs, metric, delta):
 
 
 def alike(a, b, rows, claim, metric, delta):
-    result = compare(_values(rows, claim.knob, a), _values(rows, claim.knob, b), delta,
-                     metric.higher_is_better)
-    n = min(result["n_base"], result["n_level"])
-    comparison = f"{level_text(claim.knob, b)} vs {level_text(claim.knob, a)}"
-    interval = interval_text(result["effect"], result["low"], result["high"])
-    low, high = result["low"], result["high"]
+    low, high, n, comparison, interval = _effect(a, b, rows, claim, metric, delta)
     if math.isnan(low):
         verdict = _unresolved(n)
     elif -delta <= low and high <= delta:

@@ -23,7 +23,7 @@ from perceiver_core.config import ConfigError  # noqa: E402
 
 def test_shipped_demo_sweep_gives_verdicts_not_trends():
     """At least 3 seeds per config, and one-knob variations around one base whose levels
-    are far apart (N 4 vs 32, 1 vs 8 bands, no position features) plus one cross-attend."""
+    are far apart (N 4 vs 32, 1 vs 8 bands, learned vs Fourier positions) plus one cross-attend."""
     sweep = load_sweep(D.DEMO_SWEEP)
     configs = [p.config for p in sweep.points]
     seeds = {c.train.seed for c in configs}
@@ -40,7 +40,7 @@ def test_shipped_demo_sweep_gives_verdicts_not_trends():
     assert one_knob("model.num_latents") == {4, 32}
     assert one_knob("encoding.num_bands") == {1, 8}
     assert one_knob("model.num_cross_attends") == {1, 2}
-    assert one_knob("encoding.kind") == {"fourier", "none"}
+    assert one_knob("encoding.kind") == {"fourier", "learned"}
     per_config = {}
     for c in configs:
         key = tuple(v for k, v in c.flat().items() if k != "train.seed")
