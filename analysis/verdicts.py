@@ -363,7 +363,9 @@ def markdown(v: Verdicts) -> str:
              effects_markdown(v), "", "**Paper claims** (each against these results; the "
              "interval is 95% bootstrap over seeds):", "", claims_markdown(v), "",
              "**Importance**: share of the metric's variance explained by each knob (type-II "
-             "ANOVA over configs) and by seed noise; 95% bootstrap interval over seeds.", "",
+             "ANOVA over configs) and by seed noise; 95% bootstrap interval over seeds. The "
+             "shares need not sum to 100%: the knobs of a one-knob design share its base "
+             "config, so their sums of squares overlap.", "",
              importance_markdown(v)]
     if not v.study_importance.empty:
         lines += ["", f"**Optuna importances** (mean ± sd over {IMPORTANCE_SEEDS} evaluator "
