@@ -127,7 +127,7 @@ def test_shipped_sweeps_cover_the_paper_ablations_on_both_scales():
     fashion = sorted(p.stem for p in SWEEP_DIR.glob("*.yaml") if p.stem != "demo")
     imagenet = sorted(p.stem for p in (SWEEP_DIR / "paper-imagenet").glob("*.yaml"))
     assert fashion == imagenet
-    assert len(fashion) == 12
+    assert len(fashion) == 13
     values = {}
     for name in fashion + [f"paper-imagenet/{n}" for n in imagenet]:
         sweep = load_sweep(name)
@@ -145,6 +145,8 @@ def test_shipped_sweeps_cover_the_paper_ablations_on_both_scales():
             {"perceiver", "resnet", "vit"}
         assert set(values[f"{scale}table2-permuted"]["data.permute"]) == {False, True}
         assert set(values[f"{scale}table7-sharing"]["model.share_latent_blocks"]) == {True, False}
+        assert set(values[f"{scale}table2-position-encoding"]["encoding.kind"]) == \
+            {"fourier", "learned"}
         only = load_sweep(f"{scale}table5-cross-attend-only").points
         assert {(p.config.model.num_blocks, p.config.model.share_cross_attends) for p in only} \
             == {(0, False)}
