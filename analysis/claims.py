@@ -27,6 +27,7 @@ from analysis.verdicts import (
     completed,
     interval_text,
     level_text,
+    searched_jointly,
     sorted_levels,
 )
 
@@ -240,10 +241,11 @@ def paper_claims(frame: pd.DataFrame, metric: Metric, delta: float) -> pd.DataFr
     """One row per claim: the comparison these results allow, its interval and verdict."""
     runs = completed(frame, metric)
     with_diverged = frame.assign(_value=metric.values)
+    joint = searched_jointly(runs)
     rows = []
     for claim in CLAIMS:
         source = with_diverged if claim.test is diverges else runs
-        result = claim.test(claim, source, metric, delta) if len(source) else None
+        result = claim.test(claim, source, metric, delta) if len(source) and not joint else None
         comparison, interval, verdict = result or (
             "-", "-", f"not measured here (experiments/sweeps/{claim.sweep}.yaml)")
         rows.append({"claim": claim.text, "paper": claim.paper, "comparison": comparison,

@@ -112,9 +112,23 @@ def by_seed(rows: pd.DataFrame) -> pd.Series:
     return rows.groupby(SEED)["_value"].mean() if SEED in rows else rows["_value"]
 
 
+def searched_jointly(runs: pd.DataFrame) -> bool:
+    """A study whose sampler moves several knobs at once (TPE, random search): a knob that
+    takes a new value in every trial looks 'tied' to every other, so its trials hold no
+    one-knob ablation however the columns line up; Optuna's importances judge its knobs.
+    A grid study repeats every level of every knob and stays an ablation."""
+    if "trial.number" not in runs:
+        return False
+    columns = [c for c in varying(runs) if c != SEED]
+    configs = runs[columns].astype(str).drop_duplicates()
+    return len(configs) > 2 and any(configs[c].is_unique for c in columns)
+
+
 def find_comparisons(runs: pd.DataFrame) -> list[Comparison]:
     """Every (knob, level) against its base level, in every ablation group of the folder."""
     out = []
+    if searched_jointly(runs):
+        return out
     for knob in knobs(runs):
         found = ablation(runs, [knob])
         if found is None:
@@ -199,7 +213,7 @@ def importance(frame: pd.DataFrame, metric: Metric) -> pd.DataFrame:
 
     runs = completed(frame, metric)
     columns = knobs(runs)
-    if not columns or len(runs) < 3:
+    if not columns or len(runs) < 3 or searched_jointly(runs):
         return pd.DataFrame(columns=["source", "share", "low", "high"])
     config = row_key(runs, columns)
     codes, _ = pd.factorize(config)
@@ -301,7 +315,8 @@ def p_text(p: float) -> str:
 def effects_markdown(v: Verdicts) -> str:
     if v.effects.empty:
         return "No one-knob ablation in these results (no config differs from another in " \
-               "one setting only, seeds aside).\n"
+               "one setting only, seeds aside; a study that moves several knobs per trial " \
+               "is judged by the Optuna importances below).\n"
     rows = []
     for r in v.effects.itertuples(index=False):
         rows.append({"knob": label(r.knob) + (f" ({r.setting})" if r.setting else ""),
@@ -317,9 +332,10 @@ def effects_markdown(v: Verdicts) -> str:
 
 def importance_markdown(v: Verdicts) -> str:
     if v.importance.empty:
-        return "No importance: fewer than 3 completed runs or no knob varies.\n"
+        return ("No importance over configs: fewer than 3 completed runs, no knob varies, or "
+                "a study that moves several knobs per trial (see the Optuna importances).\n")
     rows = [{"source": r.source if r.source == "seed noise" else label(r.source),
-             "share of variance [95% CI]": f"{100 * r.share:.0f}%" + (
+             "share of variance [95% CI]": f"{100 * max(r.share, 0.0):.0f}%" + (
                  "" if math.isnan(r.low) else f" [{100 * r.low:.0f}%, {100 * r.high:.0f}%]")}
             for r in v.importance.itertuples(index=False)]
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) + "\n"

@@ -51,6 +51,7 @@ SWEEPS = [  # one-knob (or two-knob grid) sweeps around the preset's base config
      for a, b in ((True, True), (False, True), (False, False))],
     [{"model.arch": a, "data.permute": p} for a in ("perceiver", "resnet", "vit")
      for p in (False, True)],
+    [{"encoding.kind": k} for k in ("fourier", "learned")],
 ]
 # init scale 0.1 diverges for both seeds, 1.0 for seed 0 only (Fig. 6: "0.1 diverged").
 DIVERGES = {(0.1, 0), (0.1, 1), (1.0, 0)}
@@ -69,7 +70,8 @@ def synthetic(flat: dict, seed: int) -> dict:
            + 0.01 * flat["model.num_cross_attends"] + 0.002 * flat["encoding.num_bands"]
            + 0.005 * seed - arch_drop * (3 if flat["data.permute"] else 1)
            + 0.01 * (flat["encoding.spacing"] == "log")
-           - 0.03 * (not flat["model.share_latent_blocks"]))
+           - 0.03 * (not flat["model.share_latent_blocks"])
+           - 0.07 * (flat["encoding.kind"] == "learned"))
     params = (1000 * flat["model.num_latents"] + 50 * flat["model.latent_channels"] ** 2
               * (1 if flat["model.share_latent_blocks"] else flat["model.num_blocks"])
               + 7 * flat["encoding.num_bands"])

@@ -168,3 +168,27 @@ def test_sweep_dry_run_pilot_prints_the_seed_plan(known, capsys):
     assert f"takes {needed} seeds per config: 2 configs x {needed} = {2 * needed} runs" in out
     assert main(["sweep", "table7-sharing", "--pilot", str(known)]) == 2
     assert "use it with --dry-run" in capsys.readouterr().err
+
+
+def test_a_study_that_moves_every_knob_per_trial_holds_no_one_knob_ablation():
+    """TPE gives every trial new values of several knobs: each knob then looks 'tied' to
+    every other, and reading 'N=238 vs N=24' off two trials would credit N with whatever
+    else changed. A grid study repeats every level and stays an ablation."""
+    import pandas as pd
+
+    from analysis.verdicts import find_comparisons, importance, pick_metric, searched_jointly
+
+    rng = np.random.default_rng(0)
+    tpe = pd.DataFrame({"trial.number": range(8), "status": "completed", "train.seed": 0,
+                        "model.num_latents": rng.permutation(np.arange(16, 24)),
+                        "train.lr": rng.uniform(1e-4, 1e-2, 8),
+                        "final.test_acc": rng.uniform(0.6, 0.8, 8)})
+    assert searched_jointly(tpe) and find_comparisons(tpe.assign(_value=1.0)) == []
+    assert importance(tpe, pick_metric(tpe)).empty
+    grid = pd.DataFrame([{"trial.number": i, "status": "completed", "train.seed": 0,
+                          "model.num_latents": n, "train.lr": lr, "final.test_acc": 0.7}
+                         for i, (n, lr) in enumerate((n, lr) for n in (16, 32)
+                                                     for lr in (1e-3, 1e-2))])
+    assert not searched_jointly(grid)
+    assert {c.knob for c in find_comparisons(grid.assign(_value=0.7))} == \
+        {"model.num_latents", "train.lr"}
