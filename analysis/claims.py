@@ -89,12 +89,20 @@ def _directional(a, b, rows, claim, metric, delta, expect: int):
     return comparison, interval, verdict
 
 
-def more_helps(claim, runs, metric, delta):
+def _ends(claim: Claim, runs: pd.DataFrame):
+    """(rows, lowest level, highest level) of the claim's ablation, or None."""
     rows = _slice(claim, runs)
     if rows is None:
         return None
     levels = _levels(rows, claim.knob)
-    return _directional(levels[0], levels[-1], rows, claim, metric, delta, +1)
+    return rows, levels[0], levels[-1]
+
+
+def more_helps(claim, runs, metric, delta):
+    if (ends := _ends(claim, runs)) is None:
+        return None
+    rows, low, high = ends
+    return _directional(low, high, rows, claim, metric, delta, +1)
 
 
 def up_to_a_point(claim, runs, metric, delta):
@@ -128,11 +136,10 @@ def alike(a, b, rows, claim, metric, delta):
 
 
 def spacing_alike(claim, runs, metric, delta):
-    rows = _slice(claim, runs)
-    if rows is None:
+    if (ends := _ends(claim, runs)) is None:
         return None
-    levels = _levels(rows, claim.knob)
-    return alike(levels[0], levels[-1], rows, claim, metric, delta)
+    rows, linear, log = ends
+    return alike(linear, log, rows, claim, metric, delta)
 
 
 def permuted_same(claim, runs, metric, delta):
