@@ -27,6 +27,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -68,6 +69,7 @@ from perceiver_core import build_model, count_flops
 from perceiver_core.config import ConfigError
 
 LOG_INTERVAL_S = 15.0  # seconds between progress lines on stderr
+COMPILE_CACHE_ENV = "PERCEIVER_COMPILE_CACHE"  # where train.compile keeps its kernels
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 
 
@@ -165,11 +167,46 @@ def config_flops(cfg: RunConfig) -> dict:
     return count_flops(model, inputs, positions)
 
 
+def autocast_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
+    """bfloat16 when train.precision asks for it, or by default (`auto`) on a GPU with bf16
+    in hardware (compute capability 8.0+: A100, H100, ...); None means fp32.
+
+    train.precision=bf16 on a GPU without it (V100, T4) is a ConfigError: torch would
+    emulate bf16 there (its default is_bf16_supported() even says yes), slower than fp32,
+    and other tools quietly train in fp32 instead, so the run would not be what its config
+    says. `auto` on such a GPU means fp32, and Run says so.
+    """
+    precision = cfg.train.precision
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        if precision == "bf16":
+            raise ConfigError(
+                f"train.precision=bf16 but {torch.cuda.get_device_name(device)} has no bf16 "
+                "(it needs compute capability 8.0 or later, e.g. A100, H100): set "
+                "train.precision=fp32, or auto (fp32 on this GPU)")
+        return None
+    return torch.bfloat16
+
+
 def autocast(cfg: RunConfig, device: torch.device):
-    """bf16 autocast when asked for, or on CUDA by default; fp32 otherwise."""
-    bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto"
-                                             and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    """The autocast context of autocast_dtype, or none (fp32)."""
+    dtype = autocast_dtype(cfg, device)
+    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+
+
+def use_compile_cache() -> Path:
+    """Point Inductor's and Triton's kernel caches at a node-local folder and return it:
+    $PERCEIVER_COMPILE_CACHE, else perceiver-compile-UID under $TMPDIR (tempfile's
+    choice). Triton otherwise caches under ~/.triton, which on a cluster is usually an NFS
+    home: many small files eat its inode quota, and slow cache reads of one rank can stall
+    its peers into NCCL time-outs. TORCHINDUCTOR_CACHE_DIR or TRITON_CACHE_DIR set by the
+    user are kept."""
+    folder = os.environ.get(COMPILE_CACHE_ENV) or os.path.join(
+        tempfile.gettempdir(), f"perceiver-compile-{os.getuid()}")
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", folder)
+    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(folder, "triton"))
+    return Path(folder)
 
 
 def to_device(batch, device: torch.device):
@@ -278,6 +315,8 @@ def prepare_training(model: torch.nn.Module, cfg: RunConfig, env: Distributed,
         keep_freed_memory()
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_schedule(optimizer, cfg.train, total_steps)
+    if cfg.train.compile:
+        use_compile_cache()
     net = torch.compile(model) if cfg.train.compile else model
     trainer = net
     if env.world_size > 1:
@@ -316,6 +355,10 @@ class Run:
     def __init__(self, cfg: RunConfig, run_dir: Path, env: Distributed, on_eval):
         self.cfg, self.run_dir, self.env, self.on_eval = cfg, run_dir, env, on_eval
         tc = cfg.train
+        if autocast_dtype(cfg, env.device) is None and tc.precision == "auto" \
+                and env.device.type == "cuda":
+            log(f"train.precision=auto: {torch.cuda.get_device_name(env.device)} has no bf16, "
+                "training in fp32", env)
         if tc.batch_size % env.world_size:
             raise ConfigError(f"train.batch_size={tc.batch_size} (the global batch) must be "
                               f"divisible by the {env.world_size} processes")
@@ -412,7 +455,10 @@ class Run:
         """Create the run folder, or resume from its checkpoint."""
         path = self.run_dir / CHECKPOINT
         if path.is_file():
-            state = torch.load(path, map_location=self.env.device, weights_only=True)
+            # On the CPU: the RNG states must be CPU tensors, and load_state_dict copies
+            # weights and optimizer state to wherever the model is (a run may move
+            # between a GPU and a CPU node).
+            state = torch.load(path, map_location="cpu", weights_only=True)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])

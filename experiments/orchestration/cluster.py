@@ -26,6 +26,7 @@ PROFILE_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
 # Where slurm/local-cluster.sh keeps its state unless PERCEIVER_SLURM_DIR says otherwise.
 LOCAL_CLUSTER_DIR = "/tmp/perceiver-slurm"
 EXECUTORS = ("slurm", "local", "debug")
+GPU_FLAGS = ("gpus-per-node", "gres")
 CLUSTER_PREFIX = "cluster."  # command-line items that override the cluster profile
 
 
@@ -36,6 +37,8 @@ class Profile:
     name: str = "custom"  # the file's stem; not a YAML key
     partition: str | None = None
     gpus_per_node: int = 0
+    gpu_flag: str = "gpus-per-node"  # how sbatch is asked for them: --gpus-per-node or --gres
+    gpu_type: str | None = None  # a GPU type the site names, e.g. a100: gpu:a100:8
     cpus_per_task: int = 1
     mem_gb: float | None = None  # null = the partition's default memory
     timeout_min: int = 60
@@ -51,7 +54,7 @@ class Profile:
     slurm_conf: str | None = None  # SLURM_CONF for the client commands; $VARS expand
 
     def __post_init__(self) -> None:
-        for name in ("partition", "constraint", "account", "qos", "slurm_conf"):
+        for name in ("partition", "constraint", "account", "qos", "slurm_conf", "gpu_type"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"cluster.{name}={value!r} must be a string or null")
@@ -64,6 +67,9 @@ class Profile:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"cluster.{name}={value!r} must be an integer >= {minimum}")
             check_min("cluster", name, value, minimum)
+        if self.gpu_flag not in GPU_FLAGS:
+            raise ConfigError(f"cluster.gpu_flag={self.gpu_flag!r} must be one of "
+                              f"{', '.join(GPU_FLAGS)} (whichever your site's sbatch accepts)")
         if self.mem_gb is not None:
             check_min("cluster", "mem_gb", self.mem_gb, 0, strict=True)
             object.__setattr__(self, "mem_gb", float(self.mem_gb))
@@ -75,6 +81,18 @@ class Profile:
             defaults = {"PERCEIVER_SLURM_DIR": LOCAL_CLUSTER_DIR, **os.environ}
             expanded = string.Template(self.slurm_conf).safe_substitute(defaults)
             object.__setattr__(self, "slurm_conf", str(Path(expanded).expanduser()))
+
+    def gpu_request(self) -> dict[str, Any]:
+        """submitit's parameters asking for gpus_per_node GPUs the site's way: sites
+        differ in which of --gpus-per-node (SLURM's newer flag) and --gres=gpu:N they
+        accept or account correctly, so the profile names one; none on CPU clusters (no
+        --gpus-per-node=0)."""
+        if not self.gpus_per_node:
+            return {}
+        count = f"{self.gpu_type}:{self.gpus_per_node}" if self.gpu_type else self.gpus_per_node
+        if self.gpu_flag == "gres":
+            return {"slurm_gres": f"gpu:{count}"}
+        return {"slurm_gpus_per_node": count}  # not submitit's gpus_per_node: an int only
 
     @property
     def ntasks_per_node(self) -> int:
@@ -178,7 +196,7 @@ def make_executor(profile: Profile, folder: str | Path, name: str = "perceiver",
         timeout_min=profile.timeout_min,
         mem_gb=profile.mem_gb,
         cpus_per_task=profile.cpus_per_task,
-        gpus_per_node=profile.gpus_per_node or None,  # no --gpus-per-node=0 on CPU clusters
+        **profile.gpu_request(),
         tasks_per_node=profile.ntasks_per_node,
         nodes=profile.nodes,
         slurm_partition=profile.partition,
