@@ -196,17 +196,15 @@ def autocast(cfg: RunConfig, device: torch.device):
 
 
 def use_compile_cache() -> Path:
-    """Point Inductor's and Triton's kernel caches at a node-local folder and return it:
-    $PERCEIVER_COMPILE_CACHE, else perceiver-compile-UID under $TMPDIR (tempfile's
-    choice). Triton otherwise caches under ~/.triton, which on a cluster is usually an NFS
-    home: many small files eat its inode quota, and slow cache reads of one rank can stall
-    its peers into NCCL time-outs. TORCHINDUCTOR_CACHE_DIR or TRITON_CACHE_DIR set by the
-    user are kept."""
+    """Point Inductor's kernel cache (its generated code and, below it, Triton's compiled
+    kernels) at $PERCEIVER_COMPILE_CACHE, else at perceiver-compile-UID in the temp folder
+    ($TMPDIR, node-local on most clusters), and return it. A cache on an NFS home eats its
+    inode quota, and slow reads there can stall one rank past its peers' NCCL time-out. A
+    TORCHINDUCTOR_CACHE_DIR the user set is kept."""
     folder = os.environ.get(COMPILE_CACHE_ENV) or os.path.join(
         tempfile.gettempdir(), f"perceiver-compile-{os.getuid()}")
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", folder)
-    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(folder, "triton"))
-    return Path(folder)
+    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 
 
 def to_device(batch, device: torch.device):
