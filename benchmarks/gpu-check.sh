@@ -27,7 +27,7 @@ REQUIREMENTS=$REPO/benchmarks/gpu-requirements.txt
 FASHION_MNIST=/usr/share/datasets/fashion-mnist
 GPU_PYTHON=${GPU_PYTHON:-3.12}
 # Stage time limits (s): the whole check must fit one 10-minute command with room to spare.
-LIMIT_INSTALL=120 LIMIT_TESTS=200 LIMIT_BENCH=240 LIMIT_DEMO=150
+LIMIT_INSTALL=60 LIMIT_TESTS=200 LIMIT_BENCH=200 LIMIT_DEMO=120
 
 usage() { sed -n '3,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "gpu-check.sh: $*" >&2; exit 2; }

@@ -20,10 +20,12 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from conftest import REPO, skip_or_fail
 
 from experiments.cli import main
@@ -263,16 +265,26 @@ def test_ddp_over_nccl_world_size_one_catches_usr2(device, tiny):
 def test_ddp_two_processes_on_one_gpu(device, tiny, tmp_path):
     run_dir, port = tmp_path / "ddp", str(free_port())
     command = [sys.executable, "-m", "experiments", "train", *items(tiny), "--out", str(run_dir)]
-    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd=REPO, env=child_env(RANK=str(rank), WORLD_SIZE="2",
-                                                      LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                                                      MASTER_PORT=port))
-             for rank in range(2)]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    errors = "".join(err for _, err in outputs)
-    if "Duplicate GPU detected" in errors:
-        pytest.skip("NCCL refuses two ranks on one GPU: "
-                    + next(line for line in errors.splitlines() if "Duplicate GPU" in line))
+    logs = [tmp_path / f"rank{rank}.log" for rank in range(2)]
+    procs = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"), cwd=REPO,
+                              env=child_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK="0",
+                                            MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                                            NCCL_DEBUG="WARN"))
+             for rank, log in enumerate(logs)]
+    deadline = time.monotonic() + 300
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        if any(p.poll() for p in procs):  # one rank failed: its peer would wait in NCCL
+            deadline = min(deadline, time.monotonic() + 20)
+        time.sleep(0.5)
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    errors = "".join(log.read_text() for log in logs)
+    refused = [line for line in errors.splitlines()
+               if "Duplicate GPU" in line or "ncclInvalidUsage" in line]
+    if refused:
+        pytest.skip(f"NCCL refuses two ranks on one GPU: {refused[0].strip()}")
     assert [p.returncode for p in procs] == [0, 0], errors[-3000:]
     result = read_json(run_dir / RESULT)
     assert result["status"] == "completed" and result["step"] == TINY["train.max_steps"]
@@ -457,32 +469,75 @@ def test_cpu_profile_asks_for_no_gpus_and_bad_gpu_flag_is_refused():
         Profile(gpus_per_node=8, gpu_flag="gpus")
 
 
-def lower_bound(requirement: str, name: str) -> str:
-    match = re.fullmatch(rf"{name}\s*>=\s*([\w.]+)", requirement.strip())
-    assert match, f"{requirement!r} should read {name}>=VERSION"
-    return match.group(1)
+# -- benchmarks/gpu-check.sh ---------------------------------------------------------------
+
+GPU_CHECK = REPO / "benchmarks" / "gpu-check.sh"
+# What may come back from a device call: at most 8 files, none in a subfolder.
+OUT_FILES = {"gpu-check.log", "summary.json", "gpu-tests.xml", "bench.json", "bench.md",
+             "demo-verdicts.json"}
 
 
-def test_conda_environment_pins_agree_with_pyproject():
-    """environment.yml takes a current CUDA torch from conda-forge (the `pytorch` channel
-    stopped at 2.5.1) with pyproject's lowest torch; the Makefile's CPU pin is in range."""
-    import tomllib
+def gpu_check(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([str(GPU_CHECK), *args], capture_output=True, text=True,
+                          timeout=timeout, env=child_env(PYTHON=sys.executable))
 
-    from packaging.specifiers import SpecifierSet
-    from packaging.version import Version
 
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    torch_requirement = next(r for r in project["dependencies"] if r.startswith("torch"))
-    lowest = lower_bound(torch_requirement, "torch")
-    env = yaml.safe_load((REPO / "environment.yml").read_text())
-    assert env["channels"] == ["conda-forge"]
-    conda = [d for d in env["dependencies"] if isinstance(d, str)]
-    assert lower_bound(next(d for d in conda if d.startswith("pytorch-gpu")),
-                       "pytorch-gpu") == lowest
-    assert not [d for d in conda if re.match(r"pytorch(-cuda)?\b(?!-)", d)]
-    python = next(d for d in conda if d.startswith("python"))
-    assert Version(python.split("=")[1]) in SpecifierSet(project["requires-python"])
-    makefile_pin = re.search(r"^TORCH \?= torch==([\w.]+)", (REPO / "Makefile").read_text(),
-                             re.M).group(1)
-    assert Version(makefile_pin) >= Version(lowest)
-    assert Version(torch.__version__.split("+")[0]) >= Version(lowest)
+@pytest.mark.parametrize("args, message", [
+    ([], "missing OUT_DIR"),
+    (["--stages", "tests,lint", "out"], "unknown stage lint: choose from install,tests"),
+    (["--frobnicate", "out"], "unknown option --frobnicate"),
+    (["out"], "no CUDA device visible"),
+])
+def test_gpu_check_refuses_bad_arguments(tmp_path, args, message):
+    if args == ["out"] and torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    done = gpu_check(*[str(tmp_path / a) if a == "out" else a for a in args], timeout=60)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def junit_counts(path: Path) -> dict[str, int]:
+    suite = ET.parse(path).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    return {key: int(suite.get(key)) for key in ("tests", "failures", "errors", "skipped")}
+
+
+def test_gpu_check_dry_mode_runs_tests_and_bench(tmp_path):
+    """The script's dry mode on this CPU, narrowed to two gpu tests and the bench stage
+    (the whole dry mode: test_gpu_check_whole_dry_mode, slow)."""
+    out = tmp_path / "out"
+    done = gpu_check("--cpu", "--stages", "tests,bench", "--tests",
+                     "bf16_training or attention_maps", str(out))
+    log = (out / "gpu-check.log").read_text() if (out / "gpu-check.log").exists() else ""
+    assert done.returncode == 0, done.stderr[-2000:] + log[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["passed"] and summary["machine"]["dry_run_on_cpu"]
+    assert [(s["stage"], s["exit"]) for s in summary["stages"]] == [("tests", 0), ("bench", 0)]
+    assert junit_counts(out / "gpu-tests.xml") == {"tests": 2, "failures": 0, "errors": 0,
+                                                   "skipped": 0}
+    bench = json.loads((out / "bench.json").read_text())
+    rows = {row["implementation"]: row["result"] for row in bench["runs"]}
+    assert set(rows) == {"ours", "ours-1x", "transformers", "perceiver-pytorch"}
+    ours = rows["ours"]
+    assert ours["device"] == "cpu" and ours["dtype"] == "float32" and ours["steps"] == 2
+    assert 0 < ours["mfu"] < 1.5
+    assert "| fashion-mnist | ours |" in (out / "bench.md").read_text()
+    assert {p.name for p in out.iterdir()} <= OUT_FILES
+
+
+@pytest.mark.slow
+def test_gpu_check_whole_dry_mode(tmp_path):
+    """Every stage of the dry mode, the carried wheels' install included when
+    benchmarks/gpu-carry exists (`--prepare`)."""
+    out = tmp_path / "out"
+    done = gpu_check("--cpu", str(out))
+    assert done.returncode == 0, done.stderr[-2000:] + (out / "gpu-check.log").read_text()[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    stages = [s["stage"] for s in summary["stages"]]
+    assert stages == (["install"] if (REPO / "benchmarks" / "gpu-carry").is_dir() else []) + [
+        "tests", "bench", "demo"]
+    counts = junit_counts(out / "gpu-tests.xml")
+    assert counts["failures"] == counts["errors"] == 0 and counts["tests"] >= 10
+    verdicts = json.loads((out / "demo-verdicts.json").read_text())
+    assert verdicts
+    assert {p.name for p in out.iterdir()} == OUT_FILES

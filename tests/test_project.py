@@ -40,7 +40,7 @@ def test_environment_installs_this_package_with_existing_extras():
 
 def test_conda_packages_satisfy_pyproject_constraints():
     """Any package conda installs itself (e.g. CUDA torch) must meet pyproject's constraint."""
-    conda_name = {"pytorch": "torch"}
+    conda_name = {"pytorch-gpu": "torch"}
     declared = {Requirement(r).name: Requirement(r) for r in PYPROJECT["project"]["dependencies"]}
     checked = 0
     for dep in _conda_deps():
@@ -64,3 +64,21 @@ def test_cli_help_lists_every_subcommand():
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "make test" in (ROOT / "README.md").read_text()
+
+
+def test_conda_torch_is_current_and_pinned_as_pyproject_pins_it():
+    """A CUDA torch from conda-forge (the `pytorch` channel stopped at torch 2.5.1, and its
+    pytorch-cuda with it) whose lower bound is pyproject's, the lowest torch the tests run
+    on; the Makefile's CPU pin is in that range. No conda solver can run here, so the pins
+    are checked instead of a solve."""
+    import re
+
+    assert ENV["channels"] == ["conda-forge"]
+    assert not [d for d in _conda_deps() if re.fullmatch(r"pytorch(-cuda)?([<>=!].*)?", d)]
+    torch = next(Requirement(r) for r in PYPROJECT["project"]["dependencies"]
+                 if Requirement(r).name == "torch")
+    (lowest,) = [s.version for s in torch.specifier if s.operator == ">="]
+    assert "pytorch-gpu>=" + lowest in _conda_deps()
+    makefile_pin = re.search(r"^TORCH \?= torch==([\w.]+)$", (ROOT / "Makefile").read_text(),
+                             re.M).group(1)
+    assert Version(makefile_pin) in torch.specifier
