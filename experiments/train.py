@@ -353,6 +353,7 @@ class Run:
     def __init__(self, cfg: RunConfig, run_dir: Path, env: Distributed, on_eval):
         self.cfg, self.run_dir, self.env, self.on_eval = cfg, run_dir, env, on_eval
         tc = cfg.train
+        # bf16 asked for on a GPU without it fails here, before anything is written.
         if autocast_dtype(cfg, env.device) is None and tc.precision == "auto" \
                 and env.device.type == "cuda":
             log(f"train.precision=auto: {torch.cuda.get_device_name(env.device)} has no bf16, "
