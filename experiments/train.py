@@ -171,10 +171,10 @@ def autocast_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
     """bfloat16 when train.precision asks for it, or by default (`auto`) on a GPU with bf16
     in hardware (compute capability 8.0+: A100, H100, ...); None means fp32.
 
-    train.precision=bf16 on a GPU without it (V100, T4) is a ConfigError: torch would
-    emulate bf16 there (its default is_bf16_supported() even says yes), slower than fp32,
-    and other tools quietly train in fp32 instead, so the run would not be what its config
-    says. `auto` on such a GPU means fp32, and Run says so.
+    train.precision=bf16 on a GPU without it (V100, T4) is a ConfigError: torch emulates
+    bf16 there (its default is_bf16_supported() even says yes) and other tools quietly
+    train in fp32 instead, so the run would not be what its config says. `auto` on such a
+    GPU means fp32, and Run says so.
     """
     precision = cfg.train.precision
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
