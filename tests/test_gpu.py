@@ -114,51 +114,6 @@ def test_bf16_training_steps_match_fp32(device, tiny):
         assert bf16 == pytest.approx(fp32, rel=BF16_LOSS_RTOL)
 
 
-def samples_per_second(model, cfg, batch, device, warmup: int = 3, steps: int = 10) -> float:
-    """Training steps on one batch (so that a compiled model never sees a new shape)."""
-    from experiments.bench import synchronize
-
-    env = Distributed(0, 1, device)
-    optimizer, scheduler, _, trainer = prepare_training(model, cfg, env, warmup + steps)
-    for step in range(warmup + steps):
-        if step == warmup:
-            synchronize(device)
-            tick = time.perf_counter()
-        train_step(trainer, optimizer, scheduler, batch, cfg, env)
-    synchronize(device)
-    return steps * len(batch.labels) / (time.perf_counter() - tick)
-
-
-@pytest.mark.gpu
-def test_compiled_model_matches_eager_and_is_timed(device, tiny, tmp_path, monkeypatch,
-                                                   record_property):
-    """One compilation (the training graph): outputs against eager, then training steps of
-    both; the Fashion-MNIST default on a GPU, the tiny model on a CPU."""
-    monkeypatch.setenv(COMPILE_CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    shape = tiny if device.type == "cpu" else {"data.root": tiny["data.root"],
-                                               "data.train_subset": 256}
-    cfgs = {c: load_config(None, {**shape, "train.compile": c}) for c in (False, True)}
-    spec, (batch,) = first_batches(cfgs[True], 1)
-    torch.manual_seed(0)
-    eager = build_for(cfgs[False], spec).to(device)
-    torch.manual_seed(0)
-    model = build_for(cfgs[True], spec).to(device)
-    _, _, compiled, _ = prepare_training(model, cfgs[True], Distributed(0, 1, device), 1)
-    inputs, positions, _ = to_device(batch, device)
-    with autocast(cfgs[True], device):
-        mine, reference = compiled(inputs, positions).float(), eager(inputs, positions).float()
-    tolerance = 2e-2 if autocast_dtype(cfgs[True], device) else 1e-4
-    torch.testing.assert_close(mine, reference, rtol=tolerance, atol=tolerance)
-    assert any((tmp_path / "cache").rglob("*.py")), "Inductor wrote no code to the cache"
-
-    rates = {"eager": samples_per_second(eager, cfgs[False], batch, device),
-             "compiled": samples_per_second(model, cfgs[True], batch, device)}
-    record_property("samples_per_s", json.dumps(rates))
-    record_property("compile_speedup", rates["compiled"] / rates["eager"])
-    assert all(rate > 0 for rate in rates.values())
-
-
 def attention_ops(model, inputs, positions, device) -> dict[str, set[str]]:
     """The attention kernels (SDPA's, or InputAttention) that a forward pass runs inside
     cross- and self-attends."""
@@ -378,6 +333,51 @@ def test_bench_on_the_device_in_its_compute_dtype(device, record_property):
     assert result["device"] == device.type
     assert result["dtype"] == ("bfloat16" if device.type == "cuda" else "float32")
     assert 0 < result["mfu"] < 1 and result["peak_memory_bytes"] > 0
+
+
+def samples_per_second(model, cfg, batch, device, warmup: int = 3, steps: int = 10) -> float:
+    """Training steps on one batch (so that a compiled model never sees a new shape)."""
+    from experiments.bench import synchronize
+
+    env = Distributed(0, 1, device)
+    optimizer, scheduler, _, trainer = prepare_training(model, cfg, env, warmup + steps)
+    for step in range(warmup + steps):
+        if step == warmup:
+            synchronize(device)
+            tick = time.perf_counter()
+        train_step(trainer, optimizer, scheduler, batch, cfg, env)
+    synchronize(device)
+    return steps * len(batch.labels) / (time.perf_counter() - tick)
+
+
+@pytest.mark.gpu  # last of the gpu tests: compiling takes longest
+def test_compiled_model_matches_eager_and_is_timed(device, tiny, tmp_path, monkeypatch,
+                                                   record_property):
+    """One compilation (the training graph): outputs against eager, then training steps of
+    both; the Fashion-MNIST default on a GPU, the tiny model on a CPU."""
+    monkeypatch.setenv(COMPILE_CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    shape = tiny if device.type == "cpu" else {"data.root": tiny["data.root"],
+                                               "data.train_subset": 256}
+    cfgs = {c: load_config(None, {**shape, "train.compile": c}) for c in (False, True)}
+    spec, (batch,) = first_batches(cfgs[True], 1)
+    torch.manual_seed(0)
+    eager = build_for(cfgs[False], spec).to(device)
+    torch.manual_seed(0)
+    model = build_for(cfgs[True], spec).to(device)
+    _, _, compiled, _ = prepare_training(model, cfgs[True], Distributed(0, 1, device), 1)
+    inputs, positions, _ = to_device(batch, device)
+    with autocast(cfgs[True], device):
+        mine, reference = compiled(inputs, positions).float(), eager(inputs, positions).float()
+    tolerance = 2e-2 if autocast_dtype(cfgs[True], device) else 1e-4
+    torch.testing.assert_close(mine, reference, rtol=tolerance, atol=tolerance)
+    assert any((tmp_path / "cache").rglob("*.py")), "Inductor wrote no code to the cache"
+
+    rates = {"eager": samples_per_second(eager, cfgs[False], batch, device),
+             "compiled": samples_per_second(model, cfgs[True], batch, device)}
+    record_property("samples_per_s", json.dumps(rates))
+    record_property("compile_speedup", rates["compiled"] / rates["eager"])
+    assert all(rate > 0 for rate in rates.values())
 
 
 # -- the GPU-side logic, tested without a GPU ------------------------------------------
