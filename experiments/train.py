@@ -27,7 +27,6 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -196,15 +195,19 @@ def autocast(cfg: RunConfig, device: torch.device):
 
 
 def use_compile_cache() -> Path:
-    """Point Inductor's kernel cache (its generated code and, below it, Triton's compiled
-    kernels) at $PERCEIVER_COMPILE_CACHE, else at perceiver-compile-UID in the temp folder
-    ($TMPDIR, node-local on most clusters), and return it. A cache on an NFS home eats its
-    inode quota, and slow reads there can stall one rank past its peers' NCCL time-out. A
-    TORCHINDUCTOR_CACHE_DIR the user set is kept."""
-    folder = os.environ.get(COMPILE_CACHE_ENV) or os.path.join(
-        tempfile.gettempdir(), f"perceiver-compile-{os.getuid()}")
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", folder)
-    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    """The folder where torch.compile keeps its kernels (Inductor's generated code, with
+    Triton's compiled kernels below it): $PERCEIVER_COMPILE_CACHE when set, which then
+    overrides TORCHINDUCTOR_CACHE_DIR; else Inductor's own choice, TORCHINDUCTOR_CACHE_DIR
+    or torchinductor_USER under $TMPDIR. Keep it node-local: a cache on an NFS home eats
+    its inode quota, and slow reads there can stall one rank past its peers' NCCL
+    time-out. (TORCHINDUCTOR_CACHE_DIR cannot tell the user's setting from Inductor's:
+    Inductor exports its default there once imported.)"""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    folder = os.environ.get(COMPILE_CACHE_ENV)
+    if folder:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+    return Path(cache_dir())
 
 
 def to_device(batch, device: torch.device):

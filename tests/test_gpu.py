@@ -438,14 +438,16 @@ def test_compile_cache_is_node_local_and_configurable(monkeypatch, tmp_path):
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.delenv(COMPILE_CACHE_ENV, raising=False)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # as $TMPDIR would
-    default = tmp_path / "tmp" / f"perceiver-compile-{os.getuid()}"
-    assert use_compile_cache() == default
-    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(default)
+    default = use_compile_cache()  # Inductor's: torchinductor_USER in the temp folder
+    assert default.parent == tmp_path / "tmp" and default.name.startswith("torchinductor_")
 
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
-    monkeypatch.setenv(COMPILE_CACHE_ENV, str(tmp_path / "mine"))
+    monkeypatch.setenv(COMPILE_CACHE_ENV, str(tmp_path / "mine"))  # overrides Inductor's
     assert use_compile_cache() == tmp_path / "mine"
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "users"))  # the user's wins
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+    assert (tmp_path / "mine").is_dir()
+
+    monkeypatch.delenv(COMPILE_CACHE_ENV)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "users"))  # kept
     assert use_compile_cache() == tmp_path / "users"
 
 
