@@ -108,8 +108,11 @@ install() {
     [ "$CPU" = 1 ] && wheels=("$CARRY"/wheels/*-none-any.whl)
     timeout "$LIMIT_INSTALL" "$PY" -m pip install -q --no-index --no-deps --no-compile \
         --no-cache-dir --target "$site" "${wheels[@]}" || return 1
+    # Built from a copy: pip builds in the source tree and would leave build/ in the checkout.
+    mkdir -p "$SCRATCH/src" && cp -r "$REPO"/{pyproject.toml,README.md,perceiver_core,experiments,analysis} \
+        "$SCRATCH/src/" || return 1
     timeout "$LIMIT_INSTALL" "$PY" -m pip install -q --no-index --no-deps --no-build-isolation \
-        --no-cache-dir --target "$site" "$REPO" || return 1
+        --no-cache-dir --target "$site" "$SCRATCH/src" || return 1
     if [ ! -d "$FASHION_MNIST" ] && [ -d "$CARRY/fashion-mnist" ]; then
         mkdir -p "$FASHION_MNIST" && cp "$CARRY"/fashion-mnist/*.gz "$FASHION_MNIST"/ || return 1
     fi
