@@ -327,7 +327,7 @@ def test_two_seeds_give_no_ordering(tmp_path):
         write_run(tmp_path, {}, seed, 0.80 + 0.003 * seed)
         write_run(tmp_path, {"model.num_latents": 64}, seed, 0.90 + 0.002 * seed)
     (latents,) = judge(tmp_path)["effects"]
-    assert latents["verdict"] == f"too few seeds (2)" and latents["low"] is None
+    assert latents["verdict"] == "too few seeds (2)" and latents["low"] is None
 
 
 def test_identical_seeds_give_no_interval_and_no_verdict(tmp_path):
