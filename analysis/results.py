@@ -2,7 +2,7 @@
 
 `load_results` gives one row per run: every resolved config key as a dotted column
 (`model.num_latents`), the run's metrics (`final.val_acc`, `best.val_acc`, `best.step`, ...),
-`params`, `macs`, `flops`, `status`, `run_id`, `run_dir`; `frame.attrs[BASE]` holds the
+`params`, `macs`, `flops`, `status`, `run_id`, `run_dir`; `declared_base(frame)` gives the
 base config the folder's sweep declares (its manifest), the base of every verdict. Records
 are written atomically (experiments/records.py), but a folder can still hold a run that
 has not started, a copy cut short or a hand-edited file: such a run is skipped with a
@@ -40,7 +40,7 @@ from experiments.records import (
 )
 
 SEED = "train.seed"
-BASE = "sweep_base"  # frame.attrs key: the flattened base config the sweep declares ({}: none)
+BASE = "sweep_base"  # frame.attrs key: the base config the sweep declares (declared_base)
 # result.json entries that are not one number per run.
 NOT_COLUMNS = ("flops_breakdown", "sessions")
 
@@ -99,8 +99,14 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
     leading = [c for c in ("run_id", "status") if c in frame]
     frame = frame[leading + [c for c in frame.columns if c not in leading]]
     base = sweep_base(results_dir)
-    frame.attrs[BASE] = {} if base is None else flatten({s: base[s] for s in SECTIONS})
+    frame.attrs[BASE] = json.dumps({} if base is None else flatten({s: base[s] for s in SECTIONS}))
     return frame
+
+
+def declared_base(frame: pd.DataFrame) -> dict[str, Any]:
+    """The flattened base config the folder's sweep declares ({}: none), from load_results.
+    Kept as JSON text in frame.attrs: pandas deep-copies attrs on every operation."""
+    return json.loads(frame.attrs.get(BASE, "{}"))
 
 
 def load_curves(results_dir: str | Path, runs: pd.DataFrame | None = None) -> pd.DataFrame:

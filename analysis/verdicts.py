@@ -23,10 +23,10 @@ import pandas as pd
 
 from analysis import stats
 from analysis.results import (
-    BASE,
     SEED,
     Metric,
     ablation,
+    declared_base,
     pick_metric,
     row_key,
     varying,
@@ -289,7 +289,7 @@ def effects(frame: pd.DataFrame, judge: Judge) -> pd.DataFrame:
     runs = judged_runs(frame, judge.metric)
     rows = [{"knob": c.knob, "setting": c.group, "base": level_text(c.knob, c.base),
              "level": level_text(c.knob, c.level), **judge(c.base_side, c.level_side)}
-            for c in find_comparisons(runs, frame.attrs.get(BASE))]
+            for c in find_comparisons(runs, declared_base(frame))]
     return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
 
 
