@@ -69,7 +69,9 @@ def _side(rows: pd.DataFrame, knob: str, level):
 
 
 def _levels(rows: pd.DataFrame, knob: str) -> list:
-    return sorted_levels(rows[knob])
+    """The levels with a value to judge (a level whose every run failed has none; the
+    effects table counts its failures)."""
+    return sorted_levels(rows.loc[rows["_value"].notna(), knob])
 
 
 def _effect(a, b, rows, claim, judge: Judge) -> tuple[dict, str, str]:

@@ -5,9 +5,9 @@ seeds each comparison needs; and the paper's claims beside what these results sa
 Pure functions over the frame of analysis.results.load_results. A metric is reported in
 *points*: percentage points for fractions (accuracy, mean average precision), its own units
 otherwise; analysis.results.pick_metric picks it and declares its direction. The base
-level of a knob is the sweep's declared base config (its manifest); a grid or a study, or
-a base outside the levels, takes the first level in sorted order. Failed runs are counted,
-never dropped. docs/verdicts.md explains the statistics.
+level of a knob is the sweep's declared base config (its manifest); without one, the level
+the most distinct configs share (base_level). Failed runs are counted, never dropped.
+docs/verdicts.md explains the statistics.
 """
 
 from __future__ import annotations
@@ -167,15 +167,18 @@ def _same(a, b) -> bool:
     return all(missing) or (not any(missing) and str(a) == str(b))
 
 
-def base_level(knob: str, levels: list, declared: dict[str, Any]):
-    """The sweep's declared base value of `knob` when it is one of the levels; else (a
-    grid, a study, a base outside the levels) the first level in sorted order. Neither
-    rule looks at how many runs a level has, so more seeds or failures cannot move it."""
+def base_level(knob: str, levels: list, declared: dict[str, Any], configs: pd.Series):
+    """The sweep's declared base value of `knob` when it is one of the levels. Without one
+    (a folder without a manifest, a study, a base outside the levels): the level shared by
+    the most distinct configs of the folder (`configs`: their count per level), which in
+    a one-knob-at-a-time folder is the base every other knob's variations keep; a tie (a
+    grid) goes to the first level in sorted order. Configs, not runs, are counted, and a
+    failed run's config counts too, so more seeds or failures cannot move the base."""
     if knob in declared:
         found = [v for v in levels if _same(v, declared[knob])]
         if found:
             return found[0]
-    return levels[0]
+    return max(levels, key=lambda v: (configs.get(str(v), 0), -levels.index(v)))
 
 
 def find_comparisons(runs: pd.DataFrame, declared: dict[str, Any] | None = None
@@ -184,14 +187,17 @@ def find_comparisons(runs: pd.DataFrame, declared: dict[str, Any] | None = None
     out = []
     if searched_jointly(runs):
         return out
+    columns = [c for c in varying(runs) if c != SEED]
+    distinct = runs.assign(_config=row_key(runs, columns)).drop_duplicates("_config")
     for knob in knobs(runs):
         found = ablation(runs, [knob])
         if found is None:
             continue
         rows, groups = found
+        configs = row_key(distinct, [knob]).value_counts()
         for _, group in rows.groupby(row_key(rows, groups), sort=False):
             levels = sorted_levels(group[knob])
-            base = base_level(knob, levels, declared or {})
+            base = base_level(knob, levels, declared or {}, configs)
             sides = {str(v): side(group[row_key(group, [knob]) == str(v)]) for v in levels}
             setting = ", ".join(f"{label(c)}={level_text(c, group[c].iloc[0])}"
                                 for c in groups)
