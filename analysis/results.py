@@ -182,12 +182,12 @@ def pick_metric(frame: pd.DataFrame, metric: str | None = None) -> Metric:
     in `missing`, never dropped silently. A named metric must be a number in these
     results with a declared direction (ValueError says which are)."""
     done = frame[frame["status"] == "completed"] if "status" in frame else frame
-    if metric is None:
-        metric = next((m for m in DEFAULT_METRICS if m in frame and done[m].notna().any()),
-                      DEFAULT_METRICS[0])
-        if metric not in frame:  # nothing finished: an empty metric, not an error
-            metric = next((m for m in DEFAULT_METRICS if m in frame), metric)
-    if metric not in frame and metric in DEFAULT_METRICS:
+    default = metric is None
+    if default:
+        present = [m for m in DEFAULT_METRICS if m in frame]
+        metric = next((m for m in present if done[m].notna().any()),
+                      present[0] if present else DEFAULT_METRICS[0])
+    if default and metric not in frame:  # no run recorded one yet: an empty metric
         values = pd.Series(math.nan, index=frame.index)
     elif metric not in frame or not pd.api.types.is_numeric_dtype(frame[metric]):
         known = sorted(c for c in frame.columns if c.startswith(("final.", "best."))
