@@ -408,14 +408,15 @@ def test_equivalence_within_delta_and_the_spacing_claim(tmp_path):
 
 
 def test_a_one_knob_study_gives_comparisons(tmp_path):
-    """A study over one categorical knob: every trial has a new value of the only knob,
-    which read as 'several knobs moved at once' before, so no comparison was made."""
-    for number, (kind, acc) in enumerate((("fourier", 0.80), ("learned", 0.60),
-                                          ("fourier", 0.81), ("learned", 0.61),
-                                          ("fourier", 0.805), ("learned", 0.62))):
-        write_run(tmp_path, {"encoding.kind": kind}, number, acc,
+    """A study over one categorical knob with 3 levels: each config is unique in its only
+    knob, which read as 'several knobs moved at once' before, so no comparison was made."""
+    truth = {"fourier": 0.80, "learned": 0.60, "none": 0.50}
+    for number in range(9):
+        kind = list(truth)[number % 3]
+        write_run(tmp_path, {"encoding.kind": kind}, number // 3,
+                  truth[kind] + 0.002 * number,
                   trial={"study": "one-knob", "number": number, "state": "COMPLETE"})
-    (row_,) = judge(tmp_path)["effects"]
-    assert (row_["knob"], row_["base"], row_["level"]) == ("encoding.kind", "fourier",
-                                                          "learned")
-    assert row_["verdict"] == "worse" and row_["n_level"] == 3
+    rows = judge(tmp_path)["effects"]
+    assert [(r["knob"], r["base"], r["level"]) for r in rows] == [
+        ("encoding.kind", "fourier", "learned"), ("encoding.kind", "fourier", "none")]
+    assert all(r["verdict"] == "worse" and r["n_level"] == 3 for r in rows)
