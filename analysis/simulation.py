@@ -12,8 +12,8 @@ has unit standard deviation, so effects are in noise units; four noise models:
     divergence   normal, but 5% of runs collapse to chance (30 noise units below): what a
                  diverged run counted at chance accuracy looks like
 
-Run `python -m analysis.simulation [REPLICATIONS]` for the full table (numpy-vectorised:
-seconds for 4,000 replications per cell).
+Run `python -m analysis.simulation [REPLICATIONS]` for the full table (numpy-vectorised,
+so thousands of replications per cell are cheap).
 """
 
 from __future__ import annotations

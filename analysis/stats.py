@@ -4,10 +4,10 @@ explains the choices and gives their measured coverage).
 One comparison has one method, whose interval and test agree: Welch's t for two sets of
 seeds (the paired t on per-seed differences when both sides ran the same seeds, enough of
 them). The interval excludes zero exactly when the test rejects at the interval's level,
-and both are closed-form, so a number never moves with a bootstrap seed. An earlier
-bootstrap percentile interval, expanded for small samples, asked scipy for the 99.9th
-percentiles of 9,999 resamples: its ends moved by tenths of a point between bootstrap
-seeds, and its test (an exact permutation test) could not go below p = 2/70 at 4 vs 4.
+and both are closed-form, so a number never moves with a bootstrap seed. (An expanded
+bootstrap percentile interval asked scipy for percentiles so far out that a handful of
+resamples set each end, so its ends moved with the bootstrap seed; and its exact
+permutation test cannot go below 2 over the number of splits, 2/70 at 4 vs 4 seeds.)
 
 A report holds many comparisons, so verdicts are judged at the family-wise level by
 default: Bonferroni's simultaneous intervals at 1 - alpha/m, whose verdicts equal those of
@@ -104,8 +104,8 @@ def probability_of_improvement(base, level) -> np.ndarray:
 def improvement_interval(base, level, seed: int = 0) -> tuple[float, float, float]:
     """(P(level > base), low, high): the 95% stratified bootstrap interval as rliable
     reports it (each side's seeds resampled on their own); a percentile interval at 95%
-    over 9,999 resamples, whose ends sit on hundreds of resamples, so they move by well
-    under 0.01 with the bootstrap seed."""
+    over RESAMPLES resamples, so hundreds of resamples lie beyond each end and the ends
+    barely move with the bootstrap seed (tests/test_verdicts.py checks them)."""
     base, level = np.asarray(base, float), np.asarray(level, float)
     point = float(probability_of_improvement(base, level))
     if min(len(base), len(level)) < 2:
