@@ -34,9 +34,10 @@ RESAMPLES = 9999
 # configs measured on this suite's runs is often near zero or negative, so pairing only
 # pays with many seeds (docs/verdicts.md).
 PAIRED_MIN = 6
-# Fewer seeds than this on either side give no `better`/`worse`: the smallest seed count
-# at which the measured coverage (analysis/simulation.py, every noise model, paired and
-# unpaired) is at least 93%.
+# Fewer seeds than this on either side give no interval and no `better`/`worse`. Coverage
+# is measured from here on (analysis/simulation.py: at least 93% for every noise model,
+# paired and unpaired); below it each side's spread rests on one degree of freedom, and
+# one collapsed seed of two leaves nothing to judge (docs/verdicts.md).
 MIN_SEEDS = 3
 
 
