@@ -466,8 +466,7 @@ def effects_markdown(v: Verdicts) -> str:
                      f"effect [{confidence_text(v)} CI]": interval_text(r.effect, r.low,
                                                                         r.high),
                      "method": r.method, "p": p_text(r.p),
-                     "p (adj.)" if not v.per_comparison else "p (unadj.)":
-                         p_text(r.p if v.per_comparison else r.p_adj),
+                     **({} if v.per_comparison else {"p (adj.)": p_text(r.p_adj)}),
                      "P(level better) [95% CI]": improvement_text(r),
                      "verdict": r.verdict,
                      f"seeds for ±{v.delta:g}": "-" if pd.isna(r.seeds_needed)
