@@ -46,6 +46,7 @@ VERDICT_COLORS = {BETTER: "#009e73", WORSE: "#d55e00", EQUIVALENT: "#0072b2",
                   "unresolved": "#7f7f7f", TOO_FEW: "#c7c7c7",
                   NO_SPREAD: "#c7c7c7"}  # colour-blind safe; keyed by verdict_kind
 
+
 class Side(NamedTuple):
     """One level's runs in a comparison: the values judged (one per seed, NaN-free), how
     many runs it has, how many failed (diverged, failed or collapsed) and how many of
@@ -98,12 +99,13 @@ def _chance(runs: pd.DataFrame, metric: Metric) -> pd.Series:
     """Each run's chance accuracy in points (NaN: not an accuracy, or classes unknown)."""
     if not metric.column.endswith("acc") or "data.name" not in runs:
         return pd.Series(math.nan, index=runs.index)
-    size = runs["data.image_size"] if "data.image_size" in runs else \
-        pd.Series(None, index=runs.index)
-    counts = {key: class_count(key[0], None if pd.isna(key[1]) else int(key[1]))
-              for key in set(zip(runs["data.name"], size, strict=True))}
-    return pd.Series([100 / c if (c := counts[k]) else math.nan
-                      for k in zip(runs["data.name"], size, strict=True)], index=runs.index)
+    sizes = runs["data.image_size"] if "data.image_size" in runs else \
+        pd.Series(None, index=runs.index, dtype=object)
+    keys = [(name, None if pd.isna(size) else int(size))
+            for name, size in zip(runs["data.name"], sizes, strict=True)]
+    counts = {key: class_count(*key) for key in set(keys)}
+    return pd.Series([100 / counts[k] if counts[k] else math.nan for k in keys],
+                     index=runs.index, dtype=float)
 
 
 def judged_runs(frame: pd.DataFrame, metric: Metric) -> pd.DataFrame:
@@ -218,8 +220,13 @@ class Judge:
     seen: set = field(default_factory=set)
 
     @property
+    def size(self) -> int:
+        """How many comparisons share the 5% (1: per comparison)."""
+        return 1 if self.per_comparison else max(self.family, 1)
+
+    @property
     def alpha(self) -> float:
-        return stats.ALPHA / (1 if self.per_comparison else max(self.family, 1))
+        return stats.ALPHA / self.size
 
     def __call__(self, base: Side, level: Side) -> dict[str, Any]:
         return compare(base, level, self)
@@ -273,8 +280,7 @@ def compare(base: Side, level: Side, judge: Judge) -> dict[str, Any]:
     sd = float(np.std(v - b, ddof=1)) if paired else pooled_sd([b, v])[0]
     return row | {"low": low, "high": high, "method": d.method, "p": p,
                   "confidence": 100 * (1 - judge.alpha),
-                  "p_adj": float(stats.adjusted(p, 1 if judge.per_comparison else
-                                                judge.family)),
+                  "p_adj": float(stats.adjusted(p, judge.size)),
                   "verdict": verdict + survivors,
                   "seeds_needed": seeds_needed(sd, judge.delta, paired, alpha=judge.alpha)}
 
