@@ -383,8 +383,9 @@ def seed_plan(table: pd.DataFrame, frame: pd.DataFrame, judge: Judge) -> dict[st
 class Verdicts(NamedTuple):
     metric: Metric
     delta: float
-    family: int  # comparisons sharing the 5% family-wise error (1: --per-comparison)
-    per_comparison: bool
+    family: int  # distinct comparisons judged in the report
+    per_comparison: bool  # judged one at a time (--per-comparison)
+    alpha: float  # each interval's alpha: 5% over the family, or 5% per comparison
     effects: pd.DataFrame
     importance: pd.DataFrame
     study_importance: pd.DataFrame
@@ -409,7 +410,7 @@ def build_verdicts(frame: pd.DataFrame, metric: str | None = None, delta: float 
     judge = Judge(chosen, delta, len(counting.seen), per_comparison)
     table = effects(frame, judge)
     study_rows = [study_importance(s) for s in studies]
-    return Verdicts(chosen, delta, judge.family, per_comparison, table,
+    return Verdicts(chosen, delta, judge.family, per_comparison, judge.alpha, table,
                     importance(frame, chosen),
                     pd.concat(study_rows, ignore_index=True) if study_rows else
                     pd.DataFrame(columns=["param", "evaluator", "mean", "sd"]),
@@ -440,8 +441,7 @@ def md_escape(text) -> str:
 
 def confidence_text(v: Verdicts) -> str:
     """"98.75%": the confidence of the report's intervals."""
-    alpha = stats.ALPHA / (1 if v.per_comparison else max(v.family, 1))
-    return f"{100 * (1 - alpha):.4g}%"
+    return f"{100 * (1 - v.alpha):.4g}%"
 
 
 def failures_text(r) -> str:
