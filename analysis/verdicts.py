@@ -503,7 +503,9 @@ def study_importance_markdown(v: Verdicts) -> str:
 
 
 def claims_markdown(v: Verdicts) -> str:
-    return v.claims.to_markdown(index=False, disable_numparse=True) + "\n"
+    """The claims table; its comparisons name levels read from run folders, escaped."""
+    shown = v.claims.assign(comparison=v.claims["comparison"].map(md_escape))
+    return shown.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def plan_text(v: Verdicts) -> str:

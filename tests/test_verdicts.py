@@ -7,6 +7,7 @@ simulation (analysis/simulation.py), each replication judged with its own dof.""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -422,3 +423,21 @@ def test_a_one_knob_study_gives_comparisons(tmp_path):
     assert [(r["knob"], r["base"], r["level"]) for r in rows] == [
         ("encoding.kind", "fourier", "learned"), ("encoding.kind", "fourier", "none")]
     assert all(r["verdict"] == "worse" and r["n_level"] == 3 for r in rows)
+
+
+def test_levels_from_run_folders_are_escaped_in_markdown(tmp_path, capsys):
+    """A level is data (a hand-edited config.yaml may hold anything): a `|` in it must not
+    split a table cell, a `*` not emphasise."""
+    for seed in range(3):
+        write_run(tmp_path, {}, seed, 0.80 + 0.002 * seed)
+        run_id = write_run(tmp_path, {"encoding.spacing": "log"}, seed, 0.80 + 0.003 * seed)
+        config = records.read_yaml(tmp_path / run_id / records.CONFIG)
+        config["encoding"]["spacing"] = "a|b*c"
+        records.write_yaml(tmp_path / run_id / records.CONFIG, config)
+    assert main(["verdicts", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("| knob"))
+    row_ = next(line for line in lines if line.startswith("| band spacing"))
+    assert "a\\|b\\*c" in row_
+    cells = re.compile(r"(?<!\\)\|")  # unescaped pipes: one per cell border
+    assert len(cells.findall(row_)) == len(cells.findall(header))  # no extra cell
