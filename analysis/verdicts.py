@@ -523,7 +523,7 @@ def plan_text(v: Verdicts) -> str:
 def method_text(v: Verdicts) -> str:
     """What the verdict column controls, said where the table is printed."""
     if v.family == 0:
-        return "No comparison was judged (none has the seeds and spread an interval needs)."
+        return "No comparison was judged (see the table below for why)."
     if v.per_comparison:
         return (f"Verdicts per comparison (--per-comparison, unadjusted): each interval is "
                 f"95% on its own, so over the report's {v.family} comparisons false "
