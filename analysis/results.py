@@ -98,7 +98,12 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
         frame = frame.drop(columns=stale).merge(trials, on="run_id", how="left")
     leading = [c for c in ("run_id", "status") if c in frame]
     frame = frame[leading + [c for c in frame.columns if c not in leading]]
-    base = sweep_base(results_dir)
+    try:
+        base = sweep_base(results_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a torn or hand-edited manifest
+        warnings.warn(f"cannot read the sweep manifest of {results_dir} ({exc}); verdicts "
+                      "take as base the level most configs share", RecordWarning, stacklevel=2)
+        base = None
     frame.attrs[BASE] = json.dumps({} if base is None else flatten({s: base[s] for s in SECTIONS}))
     return frame
 

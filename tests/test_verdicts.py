@@ -441,3 +441,14 @@ def test_levels_from_run_folders_are_escaped_in_markdown(tmp_path, capsys):
     assert "a\\|b\\*c" in row_
     cells = re.compile(r"(?<!\\)\|")  # unescaped pipes: one per cell border
     assert len(cells.findall(row_)) == len(cells.findall(header))  # no extra cell
+
+
+def test_a_torn_manifest_warns_and_the_base_falls_back(tmp_path):
+    from analysis.results import RecordWarning, declared_base, load_results
+
+    for seed in range(3):
+        write_run(tmp_path, {}, seed, 0.80)
+    (tmp_path / "sweep.json").write_text('{"runs": [')
+    with pytest.warns(RecordWarning, match="sweep manifest"):
+        frame = load_results(tmp_path)
+    assert len(frame) == 3 and declared_base(frame) == {}
