@@ -2,11 +2,13 @@
 
 A claim names the knob it is about; it applies to any folder where that knob varies (the
 shipped paper sweeps, the demo, a user's own sweep), so its comparison is between levels
-present in the results, said in the table. The verdict is `confirmed` or `contradicted`
-when the 95% interval over seeds settles it, else `unresolved at n seeds`; a claim whose
-knob the folder does not vary says which shipped sweep measures it. "Alike" claims are
-confirmed when the whole interval lies within ±delta (an equivalence margin), contradicted
-when it excludes zero.
+present in the results, said in the table. Each comparison is judged by the report's one
+Judge (analysis/verdicts.py): the same interval, at the same family-wise level, as the
+effects table's row for the same runs. The verdict is `confirmed` or `contradicted` when
+that interval settles it, else `unresolved at n seeds`; a claim whose knob the folder does
+not vary says which shipped sweep measures it. "Alike" claims are equivalence tests
+(TOST): confirmed when the interval at twice the alpha lies within ±delta, contradicted
+when the interval excludes zero.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ from scipy.stats import fisher_exact
 from analysis import stats
 from analysis.results import ablation, row_key
 from analysis.verdicts import (
-    Metric,
-    by_seed,
-    compare,
-    completed,
+    EQUIVALENT,
+    Judge,
     interval_text,
+    judged_runs,
     level_text,
     searched_jointly,
+    side,
     sorted_levels,
+    verdict_kind,
 )
 
 CONFIRMED, CONTRADICTED = "confirmed", "contradicted"
@@ -39,7 +42,7 @@ class Claim(NamedTuple):
     paper: str  # where the paper shows it, and its numbers
     sweep: str  # the shipped sweep that measures it
     knob: str
-    test: Callable  # (claim, frame, metric, delta) -> (comparison, interval, verdict) | None
+    test: Callable  # (claim, runs, judge) -> (comparison, interval, verdict) | None
     where: tuple = ()  # (column, value) pairs selecting the runs (e.g. one architecture)
 
 
@@ -61,31 +64,37 @@ def _slice(claim: Claim, runs: pd.DataFrame):
     return rows[keys == keys.value_counts().index[0]]
 
 
-def _values(rows: pd.DataFrame, knob: str, level) -> pd.Series:
-    return by_seed(rows[row_key(rows, [knob]) == str(level)])
+def _side(rows: pd.DataFrame, knob: str, level):
+    return side(rows[row_key(rows, [knob]) == str(level)])
 
 
 def _levels(rows: pd.DataFrame, knob: str) -> list:
-    return sorted_levels(rows[knob])
+    """The levels with a value to judge (a level whose every run failed has none; the
+    effects table counts its failures)."""
+    return sorted_levels(rows.loc[rows["_value"].notna(), knob])
 
 
-def _effect(a, b, rows, claim, metric, delta) -> tuple[float, float, int, str, str]:
-    """b against a: (low, high, fewest seeds, "b vs a", the effect and its interval)."""
-    result = compare(_values(rows, claim.knob, a), _values(rows, claim.knob, b), delta,
-                     metric.higher_is_better)
-    return (result["low"], result["high"], min(result["n_base"], result["n_level"]),
-            f"{level_text(claim.knob, b)} vs {level_text(claim.knob, a)}",
+def _effect(a, b, rows, claim, judge: Judge) -> tuple[dict, str, str]:
+    """b against a: (the judged row, "b vs a", the effect and its interval)."""
+    result = judge(_side(rows, claim.knob, a), _side(rows, claim.knob, b))
+    return (result, f"{level_text(claim.knob, b)} vs {level_text(claim.knob, a)}",
             interval_text(result["effect"], result["low"], result["high"]))
 
 
-def _directional(a, b, rows, claim, metric, delta, expect: int):
+def _fewest(result: dict) -> int:
+    return min(result["n_base"], result["n_level"])
+
+
+def _directional(a, b, rows, claim, judge: Judge, expect: int):
     """Claim: b beats a (expect=+1) or loses to a (expect=-1)."""
-    low, high, n, comparison, interval = _effect(a, b, rows, claim, metric, delta)
+    result, comparison, interval = _effect(a, b, rows, claim, judge)
+    low, high = result["low"], result["high"]
     if math.isnan(low):
-        return comparison, interval, _unresolved(n)
-    sign = expect if metric.higher_is_better else -expect
+        return comparison, interval, _unresolved(_fewest(result))
+    sign = expect if judge.metric.higher_is_better else -expect
     low, high = sorted((sign * low, sign * high))
-    verdict = CONFIRMED if low > 0 else CONTRADICTED if high < 0 else _unresolved(n)
+    verdict = CONFIRMED if low > 0 else CONTRADICTED if high < 0 else \
+        _unresolved(_fewest(result))
     return comparison, interval, verdict
 
 
@@ -98,23 +107,23 @@ def _ends(claim: Claim, runs: pd.DataFrame):
     return rows, levels[0], levels[-1]
 
 
-def more_helps(claim, runs, metric, delta):
+def more_helps(claim, runs, judge):
     if (ends := _ends(claim, runs)) is None:
         return None
     rows, low, high = ends
-    return _directional(low, high, rows, claim, metric, delta, +1)
+    return _directional(low, high, rows, claim, judge, +1)
 
 
-def up_to_a_point(claim, runs, metric, delta):
+def up_to_a_point(claim, runs, judge):
     """More helps, then hurts: the best interior level beats both ends."""
     rows = _slice(claim, runs)
     if rows is None or len(levels := _levels(rows, claim.knob)) < 3:
         return None
-    means = {str(v): _values(rows, claim.knob, v).mean() for v in levels}
-    sign = 1 if metric.higher_is_better else -1
+    means = {str(v): _side(rows, claim.knob, v).values.mean() for v in levels}
+    sign = 1 if judge.metric.higher_is_better else -1
     peak = max(levels[1:-1], key=lambda v: sign * means[str(v)])
-    rising = _directional(levels[0], peak, rows, claim, metric, delta, +1)
-    falling = _directional(levels[-1], peak, rows, claim, metric, delta, +1)
+    rising = _directional(levels[0], peak, rows, claim, judge, +1)
+    falling = _directional(levels[-1], peak, rows, claim, judge, +1)
     verdicts = {rising[2], falling[2]}
     verdict = (CONFIRMED if verdicts == {CONFIRMED} else CONTRADICTED
                if CONTRADICTED in verdicts else falling[2] if falling[2] != CONFIRMED
@@ -122,42 +131,42 @@ def up_to_a_point(claim, runs, metric, delta):
     return (f"{rising[0]}; {falling[0]}", f"{rising[1]}; {falling[1]}", verdict)
 
 
-def alike(a, b, rows, claim, metric, delta):
-    low, high, n, comparison, interval = _effect(a, b, rows, claim, metric, delta)
-    if math.isnan(low):
-        verdict = _unresolved(n)
-    elif -delta <= low and high <= delta:
-        verdict = f"{CONFIRMED} (within ±{delta:g})"
-    elif low > 0 or high < 0:
+def alike(a, b, rows, claim, judge: Judge):
+    """Equivalence within ±delta (TOST, the effects table's `equivalent`)."""
+    result, comparison, interval = _effect(a, b, rows, claim, judge)
+    kind = verdict_kind(result["verdict"])
+    if kind == EQUIVALENT:
+        verdict = f"{CONFIRMED} (within ±{judge.delta:g})"
+    elif not math.isnan(result["low"]) and (result["low"] > 0 or result["high"] < 0):
         verdict = CONTRADICTED
     else:
-        verdict = _unresolved(n)
+        verdict = _unresolved(_fewest(result))
     return comparison, interval, verdict
 
 
-def spacing_alike(claim, runs, metric, delta):
+def spacing_alike(claim, runs, judge):
     if (ends := _ends(claim, runs)) is None:
         return None
     rows, linear, log = ends
-    return alike(linear, log, rows, claim, metric, delta)
+    return alike(linear, log, rows, claim, judge)
 
 
-def permuted_same(claim, runs, metric, delta):
+def permuted_same(claim, runs, judge):
     rows = _slice(claim, runs)
-    return None if rows is None else alike(False, True, rows, claim, metric, delta)
+    return None if rows is None else alike(False, True, rows, claim, judge)
 
 
-def permuted_worse(claim, runs, metric, delta):
+def permuted_worse(claim, runs, judge):
     rows = _slice(claim, runs)
-    return None if rows is None else _directional(False, True, rows, claim, metric, delta, -1)
+    return None if rows is None else _directional(False, True, rows, claim, judge, -1)
 
 
-def sharing_helps(claim, runs, metric, delta):
+def sharing_helps(claim, runs, judge):
     rows = _slice(claim, runs)
-    return None if rows is None else _directional(False, True, rows, claim, metric, delta, +1)
+    return None if rows is None else _directional(False, True, rows, claim, judge, +1)
 
 
-def nyquist_helps(claim, runs, metric, delta):
+def nyquist_helps(claim, runs, judge):
     """The native resolution (max_resolution null) against the smallest level."""
     rows = _slice(claim, runs)
     if rows is None:
@@ -166,17 +175,17 @@ def nyquist_helps(claim, runs, metric, delta):
     nyquist = [v for v in levels if v is None or (isinstance(v, float) and math.isnan(v))]
     top = nyquist[0] if nyquist else levels[-1]
     low = [v for v in levels if str(v) != str(top)][0]
-    return _directional(low, top, rows, claim, metric, delta, +1)
+    return _directional(low, top, rows, claim, judge, +1)
 
 
-def fourier_beats_learned(claim, runs, metric, delta):
+def fourier_beats_learned(claim, runs, judge):
     rows = _slice(claim, runs)
     if rows is None or not {"fourier", "learned"} <= set(rows[claim.knob]):
         return None
-    return _directional("learned", "fourier", rows, claim, metric, delta, +1)
+    return _directional("learned", "fourier", rows, claim, judge, +1)
 
 
-def interleaved_helps(claim, runs, metric, delta):
+def interleaved_helps(claim, runs, judge):
     """At the largest number of cross-attends trained with both placements."""
     knob = "model.num_cross_attends"
     if knob not in runs or claim.knob not in runs:
@@ -191,14 +200,14 @@ def interleaved_helps(claim, runs, metric, delta):
     if rows is None:
         return None
     comparison, interval, verdict = _directional("at_start", "interleaved", rows, claim,
-                                                 metric, delta, +1)
+                                                 judge, +1)
     return f"{comparison} at {count:g} cross-attends", interval, verdict
 
 
-def diverges(claim, runs, metric, delta):
+def diverges(claim, runs, judge):
     """Runs at init scale 0.1 diverge more often than at the smallest scale (Fisher's exact
     test); contradicted when the 95% interval of their divergence rate lies below 1/2."""
-    del metric, delta
+    del judge
     finished = runs[runs["status"].isin(("completed", "diverged"))]
     if claim.knob not in finished:
         return None
@@ -244,18 +253,18 @@ CLAIMS = (
 )
 
 
-def paper_claims(frame: pd.DataFrame, metric: Metric, delta: float) -> pd.DataFrame:
+def paper_claims(frame: pd.DataFrame, judge: Judge) -> pd.DataFrame:
     """One row per claim: the comparison these results allow, its interval and verdict."""
-    runs = completed(frame, metric)
-    with_diverged = frame.assign(_value=metric.values)
+    runs = judged_runs(frame, judge.metric)
+    with_diverged = frame.assign(_value=judge.metric.values)
     joint = searched_jointly(runs)
     rows = []
     for claim in CLAIMS:
         source = with_diverged if claim.test is diverges else runs
-        result = claim.test(claim, source, metric, delta) if len(source) and not joint else None
+        result = claim.test(claim, source, judge) if len(source) and not joint else None
         comparison, interval, verdict = result or (
             "-", "-", f"not measured here (experiments/sweeps/{claim.sweep}.yaml)")
+        unit = judge.metric.label.split(" (")[-1].rstrip(")")
         rows.append({"claim": claim.text, "paper": claim.paper, "comparison": comparison,
-                     f"effect [95% CI] ({metric.label.split(' (')[-1].rstrip(')')})":
-                         interval, "verdict": verdict})
+                     f"effect [CI] ({unit})": interval, "verdict": verdict})
     return pd.DataFrame(rows)

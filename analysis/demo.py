@@ -58,16 +58,19 @@ def verdict_table(verdicts_json: Path) -> str:
     import pandas as pd
 
     from analysis.style import label
-    from analysis.verdicts import interval_text
+    from analysis.verdicts import interval_text, md_escape
 
-    effects = pd.DataFrame(json.loads(verdicts_json.read_text())["effects"])
+    judged = json.loads(verdicts_json.read_text())
+    effects = pd.DataFrame(judged["effects"])
     if len(effects):  # JSON null (no interval) back to NaN
-        effects[["low", "high"]] = effects[["low", "high"]].astype(float)
+        effects[["effect", "low", "high"]] = effects[["effect", "low", "high"]].astype(float)
     if effects.empty:
         return "(no one-knob ablation among the runs)"
-    rows = [{"knob": label(r.knob), "level vs base": f"{r.level} vs {r.base}",
-             "seeds": f"{r.n_level} vs {r.n_base}",
-             "effect [95% CI] (points)": interval_text(r.effect, r.low, r.high),
+    rows = [{"knob": label(r.knob), "level vs base": f"{md_escape(r.level)} vs "
+             f"{md_escape(r.base)}", "seeds": f"{r.n_level} vs {r.n_base}",
+             "failed": f"{r.failed_level}/{r.runs_level} vs {r.failed_base}/{r.runs_base}",
+             f"effect [{judged['confidence']} CI] (points)": interval_text(r.effect, r.low,
+                                                                          r.high),
              "verdict": r.verdict} for r in effects.itertuples(index=False)]
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
 
@@ -92,7 +95,7 @@ def conclude(folder: Path, out: Path, run_ids: set[str], axes: Sequence[str],
         section = attention_section(best, acc_label, axes, written, out)
         atomic_write_text(index, index.read_text().rstrip("\n") + "\n\n" + section)
         write_html(index)
-    log("verdicts (every effect against the base, 95% bootstrap interval over seeds; "
+    log("verdicts (every effect against the base, with the report's family-wise interval; "
         f"{index.with_name('verdicts.md')} has the claims, importance and seed plan):\n"
         + verdict_table(index.with_name("verdicts.json")))
     return index, None if best is None else best["run_id"]

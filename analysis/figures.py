@@ -1,9 +1,10 @@
 """Paper-style figures from a results frame (analysis.results.load_results).
 
 Each builder draws what the results hold and returns a `Plot` (figure + caption), or None
-when the results do not contain its axes. Accuracy is the test accuracy when every completed
-run has one, else the validation accuracy; the axis label says which. Diverged runs are
-never dropped: they are drawn as red crosses at the bottom of the panel at their x value.
+when the results do not contain its axes. Accuracy is the metric analysis.results.pick_metric
+picks for the verdicts too (test accuracy when any completed run has one); the axis label
+says which. Diverged runs are never dropped: they are drawn as red crosses at the bottom
+of the panel at their x value.
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ def _format_x(ax: Axes, values: pd.Series, categories: list | None) -> None:
 
 
 def _panel(ax: Axes, runs: pd.DataFrame, axis: str, colors: _Colors) -> None:
-    """Accuracy vs one axis: mean and 95% bootstrap interval over seeds per group, diverged
-    runs as red crosses."""
+    """Accuracy vs one axis: mean and 95% t interval over seeds per group (the verdicts'
+    method for one config), diverged runs as red crosses."""
     rows, groups = ablation(runs, [axis])
     categories = None
     if axis == "encoding.max_resolution":
@@ -159,8 +160,8 @@ def ablation_figure(frame: pd.DataFrame, axes: Sequence[str], name: str) -> Plot
     panels[0].set_ylabel(acc_label)
     _legend(fig, panels)
     caption = (f"{name} analogue: {acc_label} vs {', '.join(label(a) for a in present)}; "
-               f"mean over seeds with its 95% bootstrap confidence interval (no bar: one seed), "
-               "other settings fixed.")
+               "mean over completed seeds with its 95% t interval (no bar: one seed, or "
+               "seeds that all agree), other settings fixed.")
     if (runs["status"] == "diverged").any():
         caption += " Red crosses: diverged runs."
     return Plot(fig, caption)
@@ -276,11 +277,12 @@ def curves_figure(curves: pd.DataFrame, frame: pd.DataFrame) -> Plot | None:
 
 @style.styled
 def forest_figure(effects: pd.DataFrame, metric_label: str) -> Plot | None:
-    """One row per (knob, level): its effect against the base with the 95% interval, a zero
-    line, colours by verdict (analysis.verdicts.effects)."""
+    """One row per (knob, level): its effect against the base with the verdicts' interval
+    (the effects table's, at its family-wise confidence), a zero line, colours by verdict
+    (analysis.verdicts.effects)."""
     from matplotlib.lines import Line2D
 
-    from analysis.verdicts import ONE_SEED, VERDICT_COLORS, verdict_kind
+    from analysis.verdicts import TOO_FEW, VERDICT_COLORS, verdict_kind
 
     if effects.empty:
         return None
@@ -295,7 +297,7 @@ def forest_figure(effects: pd.DataFrame, metric_label: str) -> Plot | None:
         if not math.isnan(row.low):
             ax.plot([row.low, row.high], [yi, yi], color=color, linewidth=2.2,
                     solid_capstyle="butt")
-        ax.plot(row.effect, yi, "o" if kind != ONE_SEED else "D", color=color, markersize=5)
+        ax.plot(row.effect, yi, "o" if kind != TOO_FEW else "D", color=color, markersize=5)
     ax.axvline(0, color="0.2", linewidth=0.8, zorder=0)
     ax.set_yticks(y, names)
     ax.grid(axis="y", visible=False)
@@ -303,11 +305,14 @@ def forest_figure(effects: pd.DataFrame, metric_label: str) -> Plot | None:
     handles = [Line2D([], [], color=VERDICT_COLORS[k], marker="o", linewidth=2.2, label=k)
                for k in VERDICT_COLORS if (kinds == k).any()]
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
+    confidence = effects["confidence"].dropna()
+    level = f"{confidence.iloc[0]:.4g}%" if len(confidence) else "no"
     return Plot(fig, f"Effects against the base, one row per knob and level: mean difference "
-                     f"of {metric_label} over seeds with its 95% bootstrap confidence interval "
-                     f"(paired by seed when both configs share >= {PAIRED_MIN} seeds); "
-                     "coloured by "
-                     "verdict (an interval holding zero is unresolved, never an ordering).")
+                     f"of {metric_label} over seeds with the verdicts' {level} Welch t "
+                     "interval (simultaneous over the report's comparisons unless "
+                     f"--per-comparison; paired t when both configs share >= {PAIRED_MIN} "
+                     "seeds); coloured by verdict (an interval holding zero is never an "
+                     "ordering).")
 
 
 def build_figures(frame: pd.DataFrame, curves: pd.DataFrame) -> dict[str, Plot]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from experiments.records import atomic_write_text
 
 TINTS = {"better": "#c8ecdc", "confirmed": "#c8ecdc", "worse": "#f6d5c0",
-         "contradicted": "#f6d5c0", "unresolved": "#e4e4e4"}
+         "contradicted": "#f6d5c0", "equivalent": "#cfe2f3", "unresolved": "#e4e4e4"}
 STYLE = """
 body { font-family: Georgia, 'Times New Roman', serif; max-width: 72rem; margin: 2rem auto;
        padding: 0 1rem; color: #222; line-height: 1.45; }

@@ -116,8 +116,9 @@ def _index(results_dir: Path, runs: pd.DataFrame, verdicts: V.Verdicts, figures,
     statuses = ", ".join(f"{n} {s}" for s, n in counts.items())
     lines = [f"# Figures and tables: `{results_dir}`", "",
              f"{len(runs)} run{'s' * (len(runs) != 1)} ({statuses}). "
-             f"Accuracy is the {acc_label.split(' (')[0]}; every interval is a 95% bootstrap "
-             "confidence interval over seeds.", "",
+             f"Accuracy is the {acc_label.split(' (')[0]}; figure bars and table cells are "
+             "95% t intervals over seeds, the verdicts' intervals are as their section "
+             "says.", "",
              "Data: [results.parquet](results.parquet), [results.csv](results.csv) "
              "(one row per run); verdicts alone: [verdicts.md](verdicts.md), "
              "[verdicts.json](verdicts.json); this page as one self-contained file to open "

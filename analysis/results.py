@@ -2,9 +2,11 @@
 
 `load_results` gives one row per run: every resolved config key as a dotted column
 (`model.num_latents`), the run's metrics (`final.val_acc`, `best.val_acc`, `best.step`, ...),
-`params`, `macs`, `flops`, `status`, `run_id`, `run_dir`. Records are written atomically
-(experiments/records.py), but a folder can still hold a run that has not started, a copy
-cut short or a hand-edited file: such a run is skipped with a warning, never a crash.
+`params`, `macs`, `flops`, `status`, `run_id`, `run_dir`; `declared_base(frame)` gives the
+base config the folder's sweep declares (its manifest), the base of every verdict. Records
+are written atomically (experiments/records.py), but a folder can still hold a run that
+has not started, a copy cut short or a hand-edited file: such a run is skipped with a
+warning, never a crash.
 
 An *axis* is a config column whose value varies across runs. `ablation` picks the runs in
 which only the requested axes vary (seeds aside), so one results folder holding several
@@ -18,13 +20,13 @@ import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import yaml
 
 from experiments.config import SECTIONS
-from experiments.readback import trial_columns
+from experiments.readback import sweep_base, trial_columns
 from experiments.records import (
     CONFIG,
     FINAL,
@@ -38,6 +40,7 @@ from experiments.records import (
 )
 
 SEED = "train.seed"
+BASE = "sweep_base"  # frame.attrs key: the base config the sweep declares (declared_base)
 # result.json entries that are not one number per run.
 NOT_COLUMNS = ("flops_breakdown", "sessions")
 
@@ -94,7 +97,21 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
         stale = [c for c in trials.columns if c != "run_id" and c in frame]
         frame = frame.drop(columns=stale).merge(trials, on="run_id", how="left")
     leading = [c for c in ("run_id", "status") if c in frame]
-    return frame[leading + [c for c in frame.columns if c not in leading]]
+    frame = frame[leading + [c for c in frame.columns if c not in leading]]
+    try:
+        base = sweep_base(results_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a torn or hand-edited manifest
+        warnings.warn(f"cannot read the sweep manifest of {results_dir} ({exc}); verdicts "
+                      "take as base the level most configs share", RecordWarning, stacklevel=2)
+        base = None
+    frame.attrs[BASE] = json.dumps({} if base is None else flatten({s: base[s] for s in SECTIONS}))
+    return frame
+
+
+def declared_base(frame: pd.DataFrame) -> dict[str, Any]:
+    """The flattened base config the folder's sweep declares ({}: none), from load_results.
+    Kept as JSON text in frame.attrs: pandas deep-copies attrs on every operation."""
+    return json.loads(frame.attrs.get(BASE, "{}"))
 
 
 def load_curves(results_dir: str | Path, runs: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -134,24 +151,82 @@ def percent(values: pd.Series) -> pd.Series:
     return values * 100 if values.max() <= 1 else values
 
 
+# Without --metric: the first of these that a completed run has (single-label data sets
+# record accuracy, multi-label ones mean average precision; test before validation).
+DEFAULT_METRICS = ("final.test_acc", "final.test_map", "final.val_acc", "final.val_map")
+# Each metric's direction, declared once, by the end of its name: True when higher is better.
+DIRECTIONS = {"acc": True, "map": True, "loss": False, "error": False, "time_s": False}
+FRACTIONS = ("acc", "map")  # recorded as fractions, shown in percentage points
+
+
+class Metric(NamedTuple):
+    """The metric every figure, table and verdict of a report judges (pick_metric)."""
+    column: str
+    values: pd.Series  # in points for fractions, NaN where absent
+    label: str  # "test accuracy (points)"
+    axis_label: str  # "test accuracy (%)"
+    higher_is_better: bool
+    missing: tuple[str, ...]  # run ids of completed runs that lack it
+
+
+def direction(column: str) -> bool:
+    """True when a higher value of `column` is better (DIRECTIONS; ValueError otherwise)."""
+    name = column.rsplit(".", 1)[-1]
+    for suffix, higher in DIRECTIONS.items():
+        if name.endswith(suffix):
+            return higher
+    raise ValueError(f"metric {column!r} has no declared direction: names ending in "
+                     f"{', '.join(s for s, h in DIRECTIONS.items() if h)} are maximised, in "
+                     f"{', '.join(s for s, h in DIRECTIONS.items() if not h)} minimised "
+                     "(analysis/results.py DIRECTIONS)")
+
+
+def pick_metric(frame: pd.DataFrame, metric: str | None = None) -> Metric:
+    """The one metric picker of figures, tables and verdicts. Without `metric`: the first
+    of DEFAULT_METRICS that any completed run has; completed runs without it are listed
+    in `missing`, never dropped silently. A named metric must be a number in these
+    results with a declared direction (ValueError says which are)."""
+    done = frame[frame["status"] == "completed"] if "status" in frame else frame
+    default = metric is None
+    if default:
+        present = [m for m in DEFAULT_METRICS if m in frame]
+        metric = next((m for m in present if done[m].notna().any()),
+                      present[0] if present else DEFAULT_METRICS[0])
+    if default and metric not in frame:  # no run recorded one yet: an empty metric
+        values = pd.Series(math.nan, index=frame.index)
+    elif metric not in frame or not pd.api.types.is_numeric_dtype(frame[metric]):
+        known = sorted(c for c in frame.columns if c.startswith(("final.", "best."))
+                       and pd.api.types.is_numeric_dtype(frame[c]))
+        raise ValueError(f"metric {metric!r} is not a number in these results; pick one of "
+                         f"{', '.join(known) or '(none: no run has finished)'}")
+    else:
+        values = pd.to_numeric(frame[metric])
+    higher = direction(metric)
+    name = metric.rsplit(".", 1)[-1]
+    fraction = name.endswith(FRACTIONS)
+    if fraction:
+        values = percent(values)
+    split, _, what = name.partition("_")
+    readable = {"acc": "accuracy", "map": "mean average precision"}.get(what, what.replace(
+        "_", " ")) if what else split
+    short = {"acc": "accuracy", "map": "mAP"}.get(what, readable)
+    where = {"test": "test", "val": "val.", "train": "train"}.get(split, split)
+    missing = done.loc[values[done.index].isna(), "run_id"] if "run_id" in done else ()
+    return Metric(metric, values,
+                  f"{split} {readable} ({'points' if fraction else 'units'})",
+                  f"{where} {short}" + (" (%)" if fraction else ""), higher,
+                  tuple(str(r) for r in missing))
+
+
 def accuracy(frame: pd.DataFrame) -> tuple[pd.Series, str]:
-    """(accuracy in %, its label): test accuracy when every completed run has one, else
-    validation accuracy; for multi-label data sets (runs that record only mAP) the mean
-    average precision in their place."""
-    done = frame[frame["status"] == "completed"]
-    metric = "map" if "final.val_map" in frame and "final.val_acc" not in frame else "acc"
-    what = {"acc": "accuracy", "map": "mAP"}[metric]
-    name, label = f"final.val_{metric}", f"val. {what} (%)"
-    test = f"final.test_{metric}"
-    if test in frame and len(done) and done[test].notna().all():
-        name, label = test, f"test {what} (%)"
-    if name not in frame:
-        return pd.Series(math.nan, index=frame.index), label
-    return percent(frame[name]), label
+    """(the default metric in points, its axis label): pick_metric's choice, so figures
+    and tables judge what the verdicts judge."""
+    metric = pick_metric(frame)
+    return metric.values, metric.axis_label
 
 
 def finished(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """Completed and diverged runs with their accuracy in column `acc`, and its label."""
+    """Completed and diverged runs with the default metric in column `acc`, and its label."""
     acc, acc_label = accuracy(frame)
     runs = frame.assign(acc=acc)
     return runs[runs["status"].isin(FINAL)], acc_label

@@ -1,10 +1,10 @@
 """Paper-style tables (Tables 2, 5, 6, 7) from a results frame, as Markdown and LaTeX.
 
 A table is one row per configuration: the knobs it is about, then any other setting that
-differs between its rows, then accuracy as the mean over completed seeds with its 95%
-bootstrap confidence interval in brackets (analysis/stats.py), FLOPs and
-params in the paper's units (404.3B, 44.9M). A configuration whose every seed diverged
-shows "diverged" instead of a number.
+differs between its rows, then accuracy as the mean over completed seeds with its 95% t
+interval in brackets (analysis/stats.py mean_interval: the verdicts' method for one
+config), FLOPs and params in the paper's units (404.3B, 44.9M). A configuration whose
+every seed diverged shows "diverged" instead of a number.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ class Table(NamedTuple):
 
 
 def mean_ci(values: pd.Series) -> str:
-    """"84.2 [83.1, 85.0]": mean over seeds and its 95% bootstrap interval (one seed: the
-    value alone, no interval)."""
+    """"84.2 [83.1, 85.0]": mean over seeds and its 95% t interval (one seed, or seeds
+    that all agree: the value alone, no interval)."""
     mean, low, high = mean_interval(values)
     if pd.isna(mean):
         return "-"
@@ -139,7 +139,7 @@ def permutation_table(frame: pd.DataFrame) -> Table | None:
                        "patches not; the claims table tests that on these results.")
 
 
-CI_NOTE = " Cells: mean over seeds [95% bootstrap confidence interval]."
+CI_NOTE = " Cells: mean over seeds [95% t confidence interval]."
 
 
 def build_tables(frame: pd.DataFrame) -> dict[str, Table]:

@@ -4,9 +4,10 @@ seeds each comparison needs; and the paper's claims beside what these results sa
 
 Pure functions over the frame of analysis.results.load_results. A metric is reported in
 *points*: percentage points for fractions (accuracy, mean average precision), its own units
-otherwise. The base level of a knob is the level most runs of the folder share (the
-sweep's base config, which every one-knob variation leaves in place); a tie (a grid) picks
-the first level in sorted order. docs/verdicts.md explains the statistics.
+otherwise; analysis.results.pick_metric picks it and declares its direction. The base
+level of a knob is the sweep's declared base config (its manifest); without one, the level
+the most distinct configs share (base_level). Failed runs are counted, never dropped.
+docs/verdicts.md explains the statistics.
 """
 
 from __future__ import annotations
@@ -14,52 +15,47 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from analysis import stats
-from analysis.results import SEED, ablation, percent, row_key, varying
+from analysis.results import (
+    SEED,
+    Metric,
+    ablation,
+    declared_base,
+    pick_metric,
+    row_key,
+    varying,
+)
 from analysis.style import label
-from experiments.power import ALPHA, POWER, pooled_sd, seeds_needed
+from experiments.power import POWER, pooled_sd, seeds_needed
+from experiments.readback import class_count
 
-# Without --metric: the first of these that completed runs have (single-label data sets
-# record accuracy, multi-label ones mean average precision).
-DEFAULT_METRICS = ("final.test_acc", "final.test_map", "final.val_acc", "final.val_map")
 DEFAULT_DELTA = 0.5  # points: the smallest effect the seed planner is asked to resolve
 IMPORTANCE_SEEDS = 5  # Optuna evaluator seeds (fANOVA's forests vary between calls)
-BETTER, WORSE, ONE_SEED = "better", "worse", "one seed: no interval"
-VERDICT_COLORS = {BETTER: "#009e73", WORSE: "#d55e00", "unresolved": "#7f7f7f",
-                  ONE_SEED: "#c7c7c7"}  # colour-blind safe; keyed by verdict_kind
+# A completed run this close to chance accuracy (points) has collapsed: a failure.
+COLLAPSE_MARGIN = 5.0
+FAILED_STATES = ("diverged", "failed")
+BETTER, WORSE, EQUIVALENT = "better", "worse", "equivalent"
+TOO_FEW, NO_SPREAD = "too few seeds", "no spread between seeds: no interval"
+VERDICT_COLORS = {BETTER: "#009e73", WORSE: "#d55e00", EQUIVALENT: "#0072b2",
+                  "unresolved": "#7f7f7f", TOO_FEW: "#c7c7c7",
+                  NO_SPREAD: "#c7c7c7"}  # colour-blind safe; keyed by verdict_kind
 
 
-class Metric(NamedTuple):
-    column: str
-    values: pd.Series  # in points, NaN where absent
-    label: str  # "test accuracy (points)"
-    higher_is_better: bool
-
-
-def pick_metric(frame: pd.DataFrame, metric: str | None = None) -> Metric:
-    """The metric in points. Without `metric`: the first of DEFAULT_METRICS that completed
-    runs have. A named metric must exist (ValueError says which do)."""
-    done = frame[frame["status"] == "completed"] if "status" in frame else frame
-    if metric is None:
-        metric = next((m for m in DEFAULT_METRICS if m in frame and done[m].notna().any()),
-                      DEFAULT_METRICS[0])
-    if metric not in frame or not pd.api.types.is_numeric_dtype(frame[metric]):
-        known = sorted(c for c in frame.columns if c.startswith(("final.", "best."))
-                       and pd.api.types.is_numeric_dtype(frame[c]))
-        raise ValueError(f"metric {metric!r} is not a number in these results; pick one of "
-                         f"{', '.join(known) or '(none: no run has finished)'}")
-    name = metric.rsplit(".", 1)[-1]
-    fraction = name.endswith(("acc", "map"))
-    values = percent(frame[metric]) if fraction else pd.to_numeric(frame[metric])
-    readable = name.replace("_", " ").replace("acc", "accuracy").replace(
-        "map", "mean average precision")
-    return Metric(metric, values, f"{readable} ({'points' if fraction else 'units'})",
-                  "loss" not in name)
+class Side(NamedTuple):
+    """One level's runs in a comparison: the values judged (one per seed, NaN-free), how
+    many runs it has, how many failed (diverged, failed or collapsed) and how many of
+    those have no value to judge (left out: the verdict then says `from survivors`)."""
+    values: pd.Series  # indexed by seed
+    runs: int
+    failed: int
+    left_out: int
+    run_ids: frozenset
 
 
 class Comparison(NamedTuple):
@@ -68,8 +64,8 @@ class Comparison(NamedTuple):
     group: str  # the other settings that tell this ablation apart ("" when one)
     base: Any
     level: Any
-    base_values: pd.Series  # indexed by seed
-    level_values: pd.Series
+    base_side: Side
+    level_side: Side
 
 
 def level_text(knob: str, value) -> str:
@@ -94,8 +90,39 @@ def _tied(runs: pd.DataFrame, a: str, b: str) -> bool:
 
 
 def completed(frame: pd.DataFrame, metric: Metric) -> pd.DataFrame:
+    """Completed runs that have the metric, in column `_value`."""
     runs = frame.assign(_value=metric.values)
     return runs[(runs["status"] == "completed") & runs["_value"].notna()]
+
+
+def _chance(runs: pd.DataFrame, metric: Metric) -> pd.Series:
+    """Each run's chance accuracy in points (NaN: not an accuracy, or classes unknown)."""
+    if not metric.column.endswith("acc") or "data.name" not in runs:
+        return pd.Series(math.nan, index=runs.index)
+    sizes = runs["data.image_size"] if "data.image_size" in runs else \
+        pd.Series(None, index=runs.index, dtype=object)
+    keys = [(name, None if pd.isna(size) else int(size))
+            for name, size in zip(runs["data.name"], sizes, strict=True)]
+    counts = {key: class_count(*key) for key in set(keys)}
+    return pd.Series([100 / counts[k] if counts[k] else math.nan for k in keys],
+                     index=runs.index, dtype=float)
+
+
+def judged_runs(frame: pd.DataFrame, metric: Metric) -> pd.DataFrame:
+    """The runs every comparison counts: completed, diverged and failed, with `_value`
+    (the value judged: a diverged run at chance accuracy, the documented choice; NaN for
+    a failed run, or a diverged one where chance means nothing, or a completed one
+    without the metric) and `_failed` (diverged, failed, or collapsed to within
+    COLLAPSE_MARGIN of chance)."""
+    runs = frame[frame["status"].isin(("completed", *FAILED_STATES))]
+    values = metric.values[runs.index]
+    chance = _chance(runs, metric)
+    diverged = runs["status"] == "diverged"
+    collapsed = (runs["status"] == "completed") & (values <= chance + COLLAPSE_MARGIN)
+    value = values.where(runs["status"] == "completed", chance.where(diverged))
+    missing = (runs["status"] == "completed") & values.isna()
+    return runs[~missing].assign(_value=value[~missing],
+                                 _failed=runs["status"].isin(FAILED_STATES) | collapsed)
 
 
 def knobs(runs: pd.DataFrame) -> list[str]:
@@ -108,96 +135,174 @@ def knobs(runs: pd.DataFrame) -> list[str]:
 
 
 def by_seed(rows: pd.DataFrame) -> pd.Series:
-    """One value per seed (seeds repeated within a config are averaged)."""
+    """One value per seed (seeds repeated within a config are averaged), NaN-free."""
+    rows = rows[rows["_value"].notna()]
     return rows.groupby(SEED)["_value"].mean() if SEED in rows else rows["_value"]
+
+
+def side(rows: pd.DataFrame) -> Side:
+    failed = int(rows["_failed"].sum()) if "_failed" in rows else 0
+    return Side(by_seed(rows), len(rows), failed, int(rows["_value"].isna().sum()),
+                frozenset(rows["run_id"]) if "run_id" in rows else frozenset(rows.index))
 
 
 def searched_jointly(runs: pd.DataFrame) -> bool:
     """A study whose sampler moves several knobs at once (TPE, random search): a knob that
     takes a new value in every trial looks 'tied' to every other, so its trials hold no
     one-knob ablation however the columns line up; Optuna's importances judge its knobs.
-    A grid study repeats every level of every knob and stays an ablation."""
+    A grid study repeats every level of every knob and stays an ablation, and a study of
+    one knob is one whatever its sampler."""
     if "trial.number" not in runs:
         return False
     columns = [c for c in varying(runs) if c != SEED]
     configs = runs[columns].astype(str).drop_duplicates()
-    return len(configs) > 2 and any(configs[c].is_unique for c in columns)
+    return len(columns) > 1 and len(configs) > 2 and any(configs[c].is_unique
+                                                         for c in columns)
 
 
-def find_comparisons(runs: pd.DataFrame) -> list[Comparison]:
+def _same(a, b) -> bool:
+    if isinstance(a, (int, float, np.number)) and isinstance(b, (int, float, np.number)) \
+            and not isinstance(a, bool) and not isinstance(b, bool):
+        return (math.isnan(a) and math.isnan(b)) or a == b
+    missing = (a is None or (isinstance(a, float) and math.isnan(a)),
+               b is None or (isinstance(b, float) and math.isnan(b)))
+    return all(missing) or (not any(missing) and str(a) == str(b))
+
+
+def base_level(knob: str, levels: list, declared: dict[str, Any], configs: pd.Series):
+    """The sweep's declared base value of `knob` when it is one of the levels. Without one
+    (a folder without a manifest, a study, a base outside the levels): the level shared by
+    the most distinct configs of the folder (`configs`: their count per level), which in
+    a one-knob-at-a-time folder is the base every other knob's variations keep; a tie (a
+    grid) goes to the first level in sorted order. Configs, not runs, are counted, and a
+    failed run's config counts too, so more seeds or failures cannot move the base."""
+    if knob in declared:
+        found = [v for v in levels if _same(v, declared[knob])]
+        if found:
+            return found[0]
+    return max(levels, key=lambda v: (configs.get(str(v), 0), -levels.index(v)))
+
+
+def find_comparisons(runs: pd.DataFrame, declared: dict[str, Any] | None = None
+                     ) -> list[Comparison]:
     """Every (knob, level) against its base level, in every ablation group of the folder."""
     out = []
     if searched_jointly(runs):
         return out
+    columns = [c for c in varying(runs) if c != SEED]
+    distinct = runs.assign(_config=row_key(runs, columns)).drop_duplicates("_config")
     for knob in knobs(runs):
         found = ablation(runs, [knob])
         if found is None:
             continue
         rows, groups = found
-        counts = row_key(runs, [knob]).value_counts()
+        configs = row_key(distinct, [knob]).value_counts()
         for _, group in rows.groupby(row_key(rows, groups), sort=False):
             levels = sorted_levels(group[knob])
-            base = max(levels, key=lambda v: (counts[str(v)], -levels.index(v)))
-            values = {str(v): by_seed(group[row_key(group, [knob]) == str(v)]) for v in levels}
+            base = base_level(knob, levels, declared or {}, configs)
+            sides = {str(v): side(group[row_key(group, [knob]) == str(v)]) for v in levels}
             setting = ", ".join(f"{label(c)}={level_text(c, group[c].iloc[0])}"
                                 for c in groups)
-            out += [Comparison(knob, setting, base, v, values[str(base)], values[str(v)])
+            out += [Comparison(knob, setting, base, v, sides[str(base)], sides[str(v)])
                     for v in levels if str(v) != str(base)]
     return out
 
 
-def compare(base: pd.Series, level: pd.Series, delta: float, higher_is_better: bool = True
-            ) -> dict[str, Any]:
-    """Effect, interval, test, P(level > base) and verdict for two sets of seeds."""
-    shared = base.index.intersection(level.index)
-    paired = len(shared) == len(base) == len(level) and len(shared) >= stats.PAIRED_MIN
+@dataclass
+class Judge:
+    """Judges comparisons at one family-wise level: `family` comparisons share alpha
+    (Bonferroni); `seen` collects the comparisons judged, by their runs, so a first pass
+    over the report can count its family."""
+    metric: Metric
+    delta: float
+    family: int = 1
+    per_comparison: bool = False
+    seen: set = field(default_factory=set)
+
+    @property
+    def size(self) -> int:
+        """How many comparisons share the 5% (1: per comparison)."""
+        return 1 if self.per_comparison else max(self.family, 1)
+
+    @property
+    def alpha(self) -> float:
+        return stats.ALPHA / self.size
+
+    def __call__(self, base: Side, level: Side) -> dict[str, Any]:
+        return compare(base, level, self)
+
+
+def _direction_word(positive: bool, higher_is_better: bool) -> str:
+    return BETTER if positive == higher_is_better else WORSE
+
+
+def compare(base: Side, level: Side, judge: Judge) -> dict[str, Any]:
+    """Effect, interval, test, P(level better), failures and verdict of two sides."""
+    b_values, l_values = base.values, level.values
+    shared = b_values.index.intersection(l_values.index)
+    paired = len(shared) == len(b_values) == len(l_values) and len(shared) >= stats.PAIRED_MIN
     if paired:
-        base, level = base.loc[shared], level.loc[shared]
-    row: dict[str, Any] = {"n_base": len(base), "n_level": len(level),
-                           "effect": float(level.mean() - base.mean())}
-    if min(len(base), len(level)) < 2:
-        return row | {"low": math.nan, "high": math.nan, "method": "-", "p": math.nan,
-                      "p_improve": math.nan, "verdict": ONE_SEED, "seeds_needed": None}
-    b, v = base.to_numpy(float), level.to_numpy(float)
-    effect = stats.effect_interval(b, v, paired)
-    sign = 1 if higher_is_better else -1
-    pi = stats.probability_of_improvement(sign * b, sign * v)
-    sd = (float(np.std(v - b, ddof=1)) if paired else pooled_sd([b, v])[0])
-    return row | {"low": float(effect.low), "high": float(effect.high),
-                  "method": effect.method, "p": float(stats.permutation_p(b, v, paired)),
-                  "p_improve": float(pi),
-                  "verdict": verdict(float(effect.low), float(effect.high), higher_is_better),
-                  "seeds_needed": seeds_needed(sd, delta, paired)}
-
-
-def verdict(low: float, high: float, higher_is_better: bool = True) -> str:
-    if low > 0:
-        return BETTER if higher_is_better else WORSE
-    if high < 0:
-        return WORSE if higher_is_better else BETTER
-    return f"unresolved (±{(high - low) / 2:.2f})"
+        b_values, l_values = b_values.loc[shared], l_values.loc[shared]
+    b, v = b_values.to_numpy(float), l_values.to_numpy(float)
+    higher = judge.metric.higher_is_better
+    failures = base.failed + level.failed
+    row: dict[str, Any] = {
+        "n_base": len(b), "n_level": len(v), "runs_base": base.runs, "runs_level": level.runs,
+        "failed_base": base.failed, "failed_level": level.failed,
+        "failure_p": stats.failure_p(level.failed, level.runs, base.failed, base.runs)
+        if failures and min(base.runs, level.runs) else math.nan,
+        "effect": float(v.mean() - b.mean()) if len(b) and len(v) else math.nan,
+        "low": math.nan, "high": math.nan, "method": "-", "p": math.nan, "p_adj": math.nan,
+        "p_improve": math.nan, "p_improve_low": math.nan, "p_improve_high": math.nan,
+        "seeds_needed": None, "confidence": math.nan}
+    left_out = base.left_out + level.left_out
+    survivors = (f" from survivors ({left_out} of {base.runs + level.runs} runs failed)"
+                 if left_out else "")
+    n = min(len(b), len(v))
+    if n < stats.MIN_SEEDS:
+        return row | {"verdict": f"{TOO_FEW} ({n})" + survivors}
+    sign = 1 if higher else -1
+    row["p_improve"], low, high = stats.improvement_interval(sign * b, sign * v)
+    row["p_improve_low"], row["p_improve_high"] = low, high
+    if np.ptp(b) == 0 or np.ptp(v) == 0 or (paired and np.ptp(v - b) == 0):
+        return row | {"verdict": NO_SPREAD + survivors}
+    judge.seen.add(frozenset((base.run_ids, level.run_ids)))
+    d = stats.difference(b, v, paired)
+    low, high = (float(x) for x in stats.interval(d, judge.alpha))
+    p = float(stats.p_value(d))
+    eq_low, eq_high = stats.interval(d, 2 * judge.alpha)
+    if low > 0 or high < 0:
+        verdict = _direction_word(low > 0, higher)
+    elif -judge.delta <= eq_low and eq_high <= judge.delta:
+        verdict = f"{EQUIVALENT} (±{judge.delta:g})"
+    else:
+        verdict = f"unresolved (±{(high - low) / 2:.2f})"
+    sd = float(np.std(v - b, ddof=1)) if paired else pooled_sd([b, v])[0]
+    return row | {"low": low, "high": high, "method": d.method, "p": p,
+                  "confidence": 100 * (1 - judge.alpha),
+                  "p_adj": float(stats.adjusted(p, judge.size)),
+                  "verdict": verdict + survivors,
+                  "seeds_needed": seeds_needed(sd, judge.delta, paired, alpha=judge.alpha)}
 
 
 def verdict_kind(text: str) -> str:
-    """The verdict without its half-width: a key of VERDICT_COLORS."""
-    return "unresolved" if text.startswith("unresolved") else text
+    """The verdict without its numbers: a key of VERDICT_COLORS."""
+    return next((k for k in VERDICT_COLORS if text.startswith(k)), text)
 
 
-def effects(frame: pd.DataFrame, metric: Metric, delta: float = DEFAULT_DELTA) -> pd.DataFrame:
-    """One row per (knob, level) vs base, with Holm-adjusted p-values over all rows."""
-    runs = completed(frame, metric)
-    rows = []
-    for c in find_comparisons(runs):
-        rows.append({"knob": c.knob, "setting": c.group, "base": level_text(c.knob, c.base),
-                     "level": level_text(c.knob, c.level),
-                     **compare(c.base_values, c.level_values, delta, metric.higher_is_better)})
-    table = pd.DataFrame(rows, columns=["knob", "setting", "base", "level", "n_base", "n_level",
-                                        "effect", "low", "high", "method", "p", "p_improve",
-                                        "verdict", "seeds_needed"])
-    tested = table["p"].notna()
-    table["p_holm"] = math.nan
-    table.loc[tested, "p_holm"] = stats.holm(table.loc[tested, "p"])
-    return table
+EFFECT_COLUMNS = ["knob", "setting", "base", "level", "n_base", "n_level", "runs_base",
+                  "runs_level", "failed_base", "failed_level", "failure_p", "effect", "low",
+                  "high", "method", "p", "p_adj", "p_improve", "p_improve_low",
+                  "p_improve_high", "verdict", "seeds_needed", "confidence"]
+
+
+def effects(frame: pd.DataFrame, judge: Judge) -> pd.DataFrame:
+    """One row per (knob, level) vs base, judged by `judge`."""
+    runs = judged_runs(frame, judge.metric)
+    rows = [{"knob": c.knob, "setting": c.group, "base": level_text(c.knob, c.base),
+             "level": level_text(c.knob, c.level), **judge(c.base_side, c.level_side)}
+            for c in find_comparisons(runs, declared_base(frame))]
+    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
 
 
 def _designs(runs: pd.DataFrame, columns: Sequence[str]) -> dict[str, np.ndarray]:
@@ -263,21 +368,24 @@ def study_importance(study, seeds: int = IMPORTANCE_SEEDS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def seed_plan(table: pd.DataFrame, frame: pd.DataFrame, metric: Metric, delta: float
-              ) -> dict[str, Any]:
-    """The folder's pooled seed sd and the seeds an unpaired comparison needs for delta."""
-    runs = completed(frame, metric)
+def seed_plan(table: pd.DataFrame, frame: pd.DataFrame, judge: Judge) -> dict[str, Any]:
+    """The folder's pooled seed sd and the seeds an unpaired comparison needs to resolve
+    delta at the report's family-wise level."""
+    runs = completed(frame, judge.metric)
     columns = [c for c in varying(runs) if c != SEED]
     groups = [g["_value"].to_numpy() for _, g in runs.groupby(row_key(runs, columns))]
     sd, dof = pooled_sd(groups)
-    return {"delta": delta, "seed_sd": sd, "dof": dof, "alpha": ALPHA, "power": POWER,
-            "seeds_needed": seeds_needed(sd, delta), "per_comparison": table[
-                ["knob", "level", "seeds_needed"]].to_dict("records")}
+    return {"delta": judge.delta, "seed_sd": sd, "dof": dof, "alpha": judge.alpha,
+            "power": POWER, "seeds_needed": seeds_needed(sd, judge.delta, alpha=judge.alpha),
+            "per_comparison": table[["knob", "level", "seeds_needed"]].to_dict("records")}
 
 
 class Verdicts(NamedTuple):
     metric: Metric
     delta: float
+    family: int  # distinct comparisons judged in the report
+    per_comparison: bool  # judged one at a time (--per-comparison)
+    alpha: float  # each interval's alpha: 5% over the family, or 5% per comparison
     effects: pd.DataFrame
     importance: pd.DataFrame
     study_importance: pd.DataFrame
@@ -287,29 +395,66 @@ class Verdicts(NamedTuple):
 
 
 def build_verdicts(frame: pd.DataFrame, metric: str | None = None, delta: float = DEFAULT_DELTA,
-                   studies: Sequence = ()) -> Verdicts:
+                   studies: Sequence = (), per_comparison: bool = False) -> Verdicts:
+    """Effects, claims, importance and seed plan. The family is every distinct comparison
+    the effects and claims tables judge (a first pass counts them), so one verdict
+    column controls the error over the whole report."""
     from analysis.claims import paper_claims
 
     if not (delta > 0):
         raise ValueError(f"--delta {delta} must be > 0 (points)")
     chosen = pick_metric(frame, metric)
-    table = effects(frame, chosen, delta)
+    counting = Judge(chosen, delta)
+    effects(frame, counting)
+    paper_claims(frame, counting)
+    judge = Judge(chosen, delta, len(counting.seen), per_comparison)
+    table = effects(frame, judge)
     study_rows = [study_importance(s) for s in studies]
-    return Verdicts(chosen, delta, table, importance(frame, chosen),
+    return Verdicts(chosen, delta, judge.family, per_comparison, judge.alpha, table,
+                    importance(frame, chosen),
                     pd.concat(study_rows, ignore_index=True) if study_rows else
                     pd.DataFrame(columns=["param", "evaluator", "mean", "sd"]),
-                    seed_plan(table, frame, chosen, delta), paper_claims(frame, chosen, delta),
+                    seed_plan(table, frame, judge), paper_claims(frame, judge),
                     int(len(completed(frame, chosen))))
 
 
 def interval_text(effect: float, low: float, high: float) -> str:
+    if math.isnan(effect):
+        return "-"
     if math.isnan(low):
         return f"{effect:+.2f}"
     return f"{effect:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
 def p_text(p: float) -> str:
-    return "-" if math.isnan(p) else f"{p:.3f}"
+    return "-" if math.isnan(p) else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+MARKDOWN_SPECIALS = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#"})
+
+
+def md_escape(text) -> str:
+    """Text from run folders (levels, run ids) as literal Markdown: no markup, no table
+    cell break."""
+    return str(text).translate(MARKDOWN_SPECIALS)
+
+
+def confidence_text(v: Verdicts) -> str:
+    """"98.75%": the confidence of the report's intervals."""
+    return f"{100 * (1 - v.alpha):.4g}%"
+
+
+def failures_text(r) -> str:
+    text = f"{r.failed_level}/{r.runs_level} vs {r.failed_base}/{r.runs_base}"
+    return text if math.isnan(r.failure_p) else f"{text} (p {p_text(r.failure_p)})"
+
+
+def improvement_text(r) -> str:
+    if math.isnan(r.p_improve):
+        return "-"
+    if math.isnan(r.p_improve_low):
+        return f"{r.p_improve:.2f}"
+    return f"{r.p_improve:.2f} [{r.p_improve_low:.2f}, {r.p_improve_high:.2f}]"
 
 
 def effects_markdown(v: Verdicts) -> str:
@@ -319,12 +464,17 @@ def effects_markdown(v: Verdicts) -> str:
                "is judged by the Optuna importances below).\n"
     rows = []
     for r in v.effects.itertuples(index=False):
-        rows.append({"knob": label(r.knob) + (f" ({r.setting})" if r.setting else ""),
-                     "level vs base": f"{r.level} vs {r.base}",
+        rows.append({"knob": label(r.knob) + (f" ({md_escape(r.setting)})" if r.setting
+                                              else ""),
+                     "level vs base": f"{md_escape(r.level)} vs {md_escape(r.base)}",
                      "seeds": f"{r.n_level} vs {r.n_base}",
-                     "effect [95% CI]": interval_text(r.effect, r.low, r.high),
-                     "method": r.method, "p": p_text(r.p), "p (Holm)": p_text(r.p_holm),
-                     "P(level > base)": p_text(r.p_improve), "verdict": r.verdict,
+                     "failed (Fisher p)": failures_text(r),
+                     f"effect [{confidence_text(v)} CI]": interval_text(r.effect, r.low,
+                                                                        r.high),
+                     "method": r.method, "p": p_text(r.p),
+                     **({} if v.per_comparison else {"p (adj.)": p_text(r.p_adj)}),
+                     "P(level better) [95% CI]": improvement_text(r),
+                     "verdict": r.verdict,
                      f"seeds for ±{v.delta:g}": "-" if pd.isna(r.seeds_needed)
                      else str(int(r.seeds_needed))})
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) + "\n"
@@ -353,7 +503,9 @@ def study_importance_markdown(v: Verdicts) -> str:
 
 
 def claims_markdown(v: Verdicts) -> str:
-    return v.claims.to_markdown(index=False, disable_numparse=True) + "\n"
+    """The claims table; its comparisons name levels read from run folders, escaped."""
+    shown = v.claims.assign(comparison=v.claims["comparison"].map(md_escape))
+    return shown.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def plan_text(v: Verdicts) -> str:
@@ -363,26 +515,53 @@ def plan_text(v: Verdicts) -> str:
                 "unknown; run at least 2 seeds per config.")
     return (f"Seed planner: the seed standard deviation is {p['seed_sd']:.2f} points "
             f"(pooled over configs, {p['dof']} degrees of freedom); resolving an effect of "
-            f"{v.delta:g} points at 95% confidence with 80% power needs {p['seeds_needed']} "
+            f"{v.delta:g} points at the report's {confidence_text(v)} confidence with 80% "
+            f"power needs {p['seeds_needed']} "
             "seeds per config (unpaired; each row's own need is in the last column).")
+
+
+def method_text(v: Verdicts) -> str:
+    """What the verdict column controls, said where the table is printed."""
+    if v.family == 0:
+        return "No comparison was judged (see the table below for why)."
+    if v.per_comparison:
+        return (f"Verdicts per comparison (--per-comparison, unadjusted): each interval is "
+                f"95% on its own, so over the report's {v.family} comparisons false "
+                "`better`/`worse` verdicts add up.")
+    return (f"Verdicts control the family-wise error at 5% over the report's {v.family} "
+            f"comparison{'s' * (v.family != 1)} (effects and claims): Bonferroni's "
+            f"simultaneous intervals at {confidence_text(v)}, and p (adj.) = "
+            f"min(1, {v.family} p), below 0.05 exactly when the interval excludes zero.")
 
 
 def markdown(v: Verdicts) -> str:
     """The whole verdict section: effects, claims, importance, plan (Markdown)."""
-    lines = [f"Metric: {v.metric.column}, {v.metric.label}, over {v.runs} completed runs. "
-             "Effect = mean of the level minus mean of the base over seeds; 95% bootstrap "
-             f"interval over seeds (paired by seed when both share >= {stats.PAIRED_MIN} "
-             "seeds, else unpaired: the method column); p: "
-             "permutation test (exact when small), Holm-adjusted across this table; "
-             "P(level > base): probability of improvement. The verdict is the interval's: "
-             "`unresolved (±h)` means the interval (half-width h) holds zero.", "",
-             effects_markdown(v), "", "**Paper claims** (each against these results; the "
-             "interval is 95% bootstrap over seeds):", "", claims_markdown(v), "",
-             "**Importance**: share of the metric's variance explained by each knob (type-II "
-             "ANOVA over configs) and by seed noise; 95% bootstrap interval over seeds. The "
-             "shares need not sum to 100%: the knobs of a one-knob design share its base "
-             "config, so their sums of squares overlap.", "",
-             importance_markdown(v)]
+    direction = "higher" if v.metric.higher_is_better else "lower"
+    lines = [f"Metric: {v.metric.column}, {v.metric.label}, {direction} is better, over "
+             f"{v.runs} completed runs. Effect = mean of the level minus mean of the base "
+             "over seeds, with Welch's t interval (paired t when both share >= "
+             f"{stats.PAIRED_MIN} seeds: the method column) and the t test it inverts. "
+             + method_text(v) + " Failed = diverged, failed or collapsed (within "
+             f"{COLLAPSE_MARGIN:g} points of chance) runs of all runs, level vs base, with "
+             "Fisher's exact p of equal failure rates; a diverged run counts at chance "
+             "accuracy, a run with no value to judge is left out and the verdict says "
+             f"`from survivors`. `{TOO_FEW} (n)`: fewer than {stats.MIN_SEEDS} seeds on a "
+             "side. `equivalent (±d)`: the interval at twice the alpha lies inside ±d (TOST); "
+             "`unresolved (±h)`: neither shown, the interval (half-width h) holds zero. "
+             "P(level better): probability of improvement with its 95% stratified "
+             "bootstrap interval.", ""]
+    if v.metric.missing:
+        lines += [f"{len(v.metric.missing)} completed run(s) lack {v.metric.column} and are "
+                  "not judged: " + ", ".join(md_escape(r) for r in v.metric.missing) + ".",
+                  ""]
+    lines += [effects_markdown(v), "", "**Paper claims** (each against these results; "
+              f"the interval is the report's {confidence_text(v)} interval, the effects "
+              "table's for the same comparison, mirrored):", "", claims_markdown(v), "",
+              "**Importance**: share of the metric's variance explained by each knob "
+              "(type-II ANOVA over configs) and by seed noise; 95% bootstrap interval over "
+              "seeds. The shares need not sum to 100%: the knobs of a one-knob design share "
+              "its base config, so their sums of squares overlap.", "",
+              importance_markdown(v)]
     if not v.study_importance.empty:
         lines += ["", f"**Optuna importances** (mean ± sd over {IMPORTANCE_SEEDS} evaluator "
                       "seeds):", "", study_importance_markdown(v)]
@@ -397,6 +576,8 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 def to_json(v: Verdicts) -> str:
     return json.dumps({"metric": v.metric.column, "label": v.metric.label,
                        "higher_is_better": v.metric.higher_is_better, "delta": v.delta,
+                       "family": v.family, "per_comparison": v.per_comparison,
+                       "confidence": confidence_text(v), "missing": list(v.metric.missing),
                        "runs": v.runs, "effects": _records(v.effects),
                        "importance": _records(v.importance),
                        "study_importance": _records(v.study_importance),

@@ -1,24 +1,26 @@
 """What `analysis` reads of `experiments` beyond the run records and the config
 vocabulary, in one place: a trained model and the test examples it was trained for (the
-attention maps), the index shape of records written before result.json kept it, and a
-results folder's Optuna study (study figures and importances). Everything else analysis
-knows comes from the run folders."""
+attention maps), the index shape of records written before result.json kept it, a data
+set's class count (chance accuracy, for runs that failed), a sweep's declared base config
+(the base every verdict compares against) and a results folder's Optuna study (study
+figures and importances). Everything else analysis knows comes from the run folders."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
-from experiments.config import DataConfig, RunConfig
+from experiments.config import ConfigError, DataConfig, RunConfig, resolve
 from experiments.data import Batch, InputSpec, input_spec, load_splits
 from experiments.errors import CheckpointError
 from experiments.orchestration.study import load_recorded, trial_columns
+from experiments.orchestration.tracking import read_manifest
 from experiments.records import CHECKPOINT
 
-__all__ = ["Examples", "index_shape", "load_recorded", "load_trained", "test_examples",
-           "trial_columns"]
+__all__ = ["Examples", "class_count", "index_shape", "load_recorded", "load_trained",
+           "sweep_base", "test_examples", "trial_columns"]
 
 
 def load_trained(path: str | Path) -> tuple[torch.nn.Module, RunConfig]:
@@ -56,3 +58,27 @@ def index_shape(name: str, image_size: int | None) -> tuple[int, ...]:
     """The input's index shape of data set `name` at `image_size`, for run records written
     before result.json recorded `input.index_shape`."""
     return tuple(input_spec(DataConfig(name=name, image_size=image_size)).index_shape)
+
+
+def class_count(name: str, image_size: int | None) -> int | None:
+    """Classes of data set `name` (None for an unknown name or a multi-label set, where
+    chance accuracy means nothing)."""
+    try:
+        spec = input_spec(DataConfig(name=name, image_size=image_size))
+    except (ConfigError, TypeError, ValueError):
+        return None
+    return None if spec.multi_label else int(spec.num_classes)
+
+
+def sweep_base(folder: str | Path) -> dict[str, Any] | None:
+    """The nested config of the base the sweep in `folder` declares (its latest
+    submission's `base:` with its command-line overrides), or None: a study, or a folder
+    without a manifest."""
+    submissions = read_manifest(folder)["submissions"]
+    spec = submissions[-1].get("spec") if submissions else None
+    if not isinstance(spec, dict) or not isinstance(spec.get("base", {}), dict):
+        return None
+    try:
+        return resolve(spec.get("base") or {}, submissions[-1].get("overrides") or {}).to_dict()
+    except ConfigError:
+        return None

@@ -101,7 +101,7 @@ def test_demo_end_to_end_on_a_tiny_sweep(tiny_sweep, tmp_path):
     assert "Cross-attention maps of the best run" in html and 'src="attention/' not in html
     # it ends by printing the verdict table: N 4 vs 8 and cross-attends 1 vs 2, one seed each
     table = next(line for line in lines if line.startswith("verdicts ("))
-    assert "one seed: no interval" in table and "latents N" in table
+    assert "too few seeds (1)" in table and "latents N" in table
     # Progress was reported while it ran, then where the index is.
     assert any("3 completed of 3" in line and "ETA" in line for line in lines)
     assert str(demo.index) in lines[-1]

@@ -16,8 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="result column to judge, e.g. final.test_acc (default), "
                              "final.val_acc, best.val_acc; fractions are shown in points")
     parser.add_argument("--delta", type=float, default=DEFAULT_DELTA, metavar="D",
-                        help="smallest effect worth resolving, in points, for the seed "
-                             f"planner and the 'alike' claims (default: {DEFAULT_DELTA})")
+                        help="smallest effect worth resolving, in points: the seed planner's "
+                             "target and the equivalence margin (a comparison whose interval "
+                             "lies inside ±D is `equivalent`, TOST; the 'alike' claims) "
+                             f"(default: {DEFAULT_DELTA})")
+    parser.add_argument("--per-comparison", action="store_true",
+                        help="judge each comparison at 95%% on its own (unadjusted) instead "
+                             "of controlling the family-wise error over the report")
     parser.add_argument("--out", metavar="DIR",
                         help="also write verdicts.md, verdicts.json and the forest plot "
                              "(forest_effects.pdf|png) there")
@@ -47,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"no readable run records under {folder} (expected "
                           "<run-id>/config.yaml and result.json; see `perceiver-ablate status`)")
     try:
-        verdicts = V.build_verdicts(runs, args.metric, args.delta, load_studies(folder))
+        verdicts = V.build_verdicts(runs, args.metric, args.delta, load_studies(folder),
+                                    args.per_comparison)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if args.out:
