@@ -47,6 +47,7 @@ from experiments.distributed import Distributed, init_distributed, job_id
 from experiments.locks import run_lock
 from experiments.optim import build_optimizer, build_schedule
 from experiments.orchestration import planning
+from experiments.tensorboard import EventLog, open_log
 from experiments.records import (
     CHECKPOINT,
     CONFIG,
@@ -354,6 +355,7 @@ class Run:
         self.session_step = 0  # the step this session started (resumed) at
         self.wall_base = 0.0
         self.sessions: list[dict] = []  # who trained this run: one entry per (re)start
+        self.events: EventLog | None = None  # TensorBoard's view of the records (rank 0)
 
     # -- records ----------------------------------------------------------------------
 
@@ -382,6 +384,9 @@ class Run:
             "error": error, **self.description()}
         if self.env.is_main:
             write_json(self.run_dir / RESULT, result)
+        if self.events is not None and status != "running":
+            self.events.close(result)
+            self.events = None
         return result
 
     def description(self) -> dict:
@@ -436,6 +441,7 @@ class Run:
         if self.env.is_main:
             write_yaml(self.run_dir / CONFIG, self.cfg.to_dict())
             write_jsonl(self.run_dir / METRICS, rows)
+            self.events = open_log(self.run_dir, self.cfg, rows, self.progress.started_at)
             self.write_result("running")
         if self.progress.step:
             log(f"resumed {self.run_dir} at step {self.progress.step}/{self.total_steps}",
@@ -467,6 +473,7 @@ class Run:
         self.final = {k: row[k] for k in self.final_keys()}
         if self.env.is_main:
             append_jsonl(self.run_dir / METRICS, row)
+            self.events.add(row)
         val = "-" if val_score is None else f"{val_loss:.4f} / {100 * val_score:.2f}%"
         best = ("-" if p.best_val_score is None
                 else f"{100 * p.best_val_score:.2f}% @ {p.best_step}")

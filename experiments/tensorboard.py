@@ -1,0 +1,170 @@
+"""TensorBoard event files of a run: a view of its records (docs/design.md, "Results layout").
+
+Each run folder gets `tb/<label>/events.out.tfevents.*`, written live by the trainer (rank
+0) and rebuilt from the records by `perceiver-ablate export tensorboard`. `tensorboard
+--logdir RESULTS_DIR` then names each run `<run-id>/tb/<label>`, the label being the
+sweep's knob values and the seed (one file per run: safe with job arrays, no shared
+database).
+
+The scalars are metrics.jsonl's numeric keys under the same names at the same steps
+(`train_loss`, `lr`, `samples_per_s`, `val_acc` or `val_map`, ...), plus result.json's
+test metrics at the run's last step. The HParams plugin's session summaries put the run's
+config (dotted keys) beside them, so its dashboard is the ablation table, one row per run.
+
+metrics.jsonl stays the source of truth: whenever a run starts or resumes, its event
+files are rewritten from the rows it keeps, so a resumed run has no duplicate step for
+any reader (TensorBoard's own purge of orphaned steps is not relied on).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from experiments.config import RunConfig
+from experiments.records import CONFIG, METRICS, RESULT, read_json, read_jsonl, read_yaml
+
+EVENTS = "tb"
+# How each ending shows in the HParams dashboard's "Status" column.
+SESSION_STATUS = {"completed": "STATUS_SUCCESS", "diverged": "STATUS_FAILURE",
+                  "failed": "STATUS_FAILURE", "pruned": "STATUS_ABORTED"}
+
+
+def knob_label(params: Mapping[str, Any]) -> str:
+    """'num_latents=8 seed=0' from {'model.num_latents': 8, 'train.seed': 0}: the last part
+    of each dotted key (the whole key where two share it), no path separator."""
+    lasts = [key.rsplit(".", 1)[-1] for key in params]
+    parts = [f"{last if lasts.count(last) == 1 else key}={value}"
+             for key, last, value in zip(params, lasts, params.values(), strict=True)]
+    return " ".join(parts).replace("/", "_") or "default"
+
+
+def run_label(run_dir: Path, cfg: RunConfig) -> str:
+    """The readable name of a run: its sweep's knob values (from the sweep's manifest, when
+    the run folder is in a sweep's folder), else the keys its config sets away from the
+    defaults; the seed always."""
+    from experiments.orchestration.tracking import read_manifest
+
+    try:
+        runs = read_manifest(run_dir.parent)["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        runs = []
+    params = next((dict(r.get("params") or {}) for r in runs if r.get("run_id") == cfg.run_id),
+                  None)
+    if params is None:
+        params = {k: v for k, v in cfg.signature().items() if not k.startswith("data.")}
+    params.pop("train.seed", None)
+    return knob_label({**params, "train.seed": cfg.train.seed})
+
+
+def hparams(cfg: RunConfig) -> dict[str, bool | float | int | str]:
+    """The config as the HParams plugin takes it: numbers, booleans and text only."""
+    out = {}
+    for key, value in cfg.flat().items():
+        if isinstance(value, (bool, int, float, str)):
+            out[key] = value
+        else:  # None, lists: their JSON text, so the column still tells runs apart
+            out[key] = json.dumps(value)
+    return out
+
+
+def scalars(row: Mapping[str, Any]) -> dict[str, float]:
+    """The finite numbers of a metrics row, by key; the step is where they go."""
+    return {k: float(v) for k, v in row.items() if k != "step" and not isinstance(v, bool)
+            and isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def hparams_summary(tag: str, **data):
+    """A summary of the HParams plugin (session start or end), built from TensorBoard's
+    protocol buffers directly: its own summary helpers import TensorFlow."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    content = plugin_data_pb2.HParamsPluginData(**data)
+    return Summary(value=[Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(
+        content), tensor=metadata.NULL_TENSOR)])
+
+
+def session_start(cfg: RunConfig, start: float | None):
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    info = plugin_data_pb2.SessionStartInfo(start_time_secs=start or 0.0)
+    for key, value in hparams(cfg).items():
+        field = ("bool_value" if isinstance(value, bool) else
+                 "string_value" if isinstance(value, str) else "number_value")
+        setattr(info.hparams[key], field, value)
+    return hparams_summary(metadata.SESSION_START_INFO_TAG, session_start_info=info)
+
+
+def session_end(status: str, end: float | None):
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+    info = plugin_data_pb2.SessionEndInfo(status=api_pb2.Status.Value(status),
+                                          end_time_secs=end or 0.0)
+    return hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=info)
+
+
+def timestamp(iso: str | None) -> float | None:
+    try:
+        return datetime.fromisoformat(iso).timestamp() if iso else None
+    except ValueError:
+        return None
+
+
+class EventLog:
+    """The event file of one run, open for appending while it trains."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig, started_at: str | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        folder = Path(run_dir) / EVENTS
+        shutil.rmtree(folder, ignore_errors=True)  # rebuilt from the records kept
+        self.start = timestamp(started_at)
+        self.writer = SummaryWriter(str(folder / run_label(Path(run_dir), cfg)))
+        self.writer.file_writer.add_summary(session_start(cfg, self.start), 0, self.start)
+
+    def add(self, row: Mapping[str, Any], flush: bool = True) -> None:
+        """One metrics row (or result.json's test metrics with a `step`), at its step; its
+        wall time is the run's start plus the row's `time_s` when both are known."""
+        when = None
+        if self.start is not None and isinstance(row.get("time_s"), (int, float)):
+            when = self.start + row["time_s"]
+        for tag, value in scalars(row).items():
+            self.writer.add_scalar(tag, value, int(row["step"]), walltime=when)
+        if flush:
+            self.writer.flush()
+
+    def close(self, result: Mapping[str, Any]) -> None:
+        """Record how the run ended (result.json): its test metrics and its status."""
+        step = int(result.get("step") or 0)
+        tests = {k: v for k, v in (result.get("final") or {}).items() if k.startswith("test_")}
+        if tests:
+            self.add({**tests, "step": step}, flush=False)
+        status = SESSION_STATUS.get(result.get("status"))
+        if status:
+            self.writer.file_writer.add_summary(
+                session_end(status, timestamp(result.get("updated_at"))), step)
+        self.writer.close()
+
+
+def open_log(run_dir: Path, cfg: RunConfig, rows: Iterable[Mapping[str, Any]],
+             started_at: str | None = None) -> EventLog:
+    """A fresh event file holding `rows` (the metrics a starting or resuming run keeps)."""
+    log = EventLog(run_dir, cfg, started_at)
+    for row in rows:
+        log.add(row, flush=False)
+    log.writer.flush()
+    return log
+
+
+def export_run(run_dir: Path) -> None:
+    """Rebuild a run's event files from its records (config, metrics.jsonl, result.json)."""
+    cfg = RunConfig.from_dict(read_yaml(run_dir / CONFIG))
+    result = read_json(run_dir / RESULT) if (run_dir / RESULT).is_file() else {}
+    log = open_log(run_dir, cfg, read_jsonl(run_dir / METRICS), result.get("started_at"))
+    log.close(result)
