@@ -90,10 +90,13 @@ def hparams_summary(tag: str, **data):
         content), tensor=metadata.NULL_TENSOR)])
 
 
-def session_start(cfg: RunConfig, start: float | None):
+def session_start(cfg: RunConfig, label: str, start: float | None):
+    """The run's HParams session; its group (the dashboard's "Trial ID") is the label and
+    the run id, so every run is one row that reads as its knobs."""
     from tensorboard.plugins.hparams import metadata, plugin_data_pb2
 
-    info = plugin_data_pb2.SessionStartInfo(start_time_secs=start or 0.0)
+    info = plugin_data_pb2.SessionStartInfo(group_name=f"{label} [{cfg.run_id}]",
+                                            start_time_secs=start or 0.0)
     for key, value in hparams(cfg).items():
         field = ("bool_value" if isinstance(value, bool) else
                  "string_value" if isinstance(value, str) else "number_value")
@@ -125,8 +128,10 @@ class EventLog:
         folder = Path(run_dir) / EVENTS
         shutil.rmtree(folder, ignore_errors=True)  # rebuilt from the records kept
         self.start = timestamp(started_at)
-        self.writer = SummaryWriter(str(folder / run_label(Path(run_dir), cfg)))
-        self.writer.file_writer.add_summary(session_start(cfg, self.start), 0, self.start)
+        label = run_label(Path(run_dir), cfg)
+        self.writer = SummaryWriter(str(folder / label))
+        self.writer.file_writer.add_summary(session_start(cfg, label, self.start), 0,
+                                            self.start)
 
     def add(self, row: Mapping[str, Any], flush: bool = True) -> None:
         """One metrics row (or result.json's test metrics with a `step`), at its step; its

@@ -47,7 +47,6 @@ from experiments.distributed import Distributed, init_distributed, job_id
 from experiments.locks import run_lock
 from experiments.optim import build_optimizer, build_schedule
 from experiments.orchestration import planning
-from experiments.tensorboard import EventLog, open_log
 from experiments.records import (
     CHECKPOINT,
     CONFIG,
@@ -65,6 +64,7 @@ from experiments.records import (
     write_jsonl,
     write_yaml,
 )
+from experiments.tensorboard import EventLog, open_log
 from perceiver_core import build_model, count_flops
 from perceiver_core.config import ConfigError
 

@@ -6,6 +6,7 @@ only)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from experiments.commands import Command
 
@@ -28,26 +29,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def export_tensorboard(folder) -> int:
+    import yaml
+
     from experiments.locks import RunBusy, run_lock
     from experiments.records import run_dirs
     from experiments.tensorboard import EVENTS, export_run
+    from perceiver_core.config import ConfigError
 
+    folders = list(run_dirs(folder))
+    if not folders:
+        raise ConfigError(f"no run folders under {folder} (expected <run-id>/config.yaml; see "
+                          "`perceiver-ablate status`)")
     written = busy = 0
-    for run_dir in run_dirs(folder):
+    for run_dir in folders:
         try:
             with run_lock(run_dir):
                 export_run(run_dir)
-                written += 1
+            written += 1
         except RunBusy:
             busy += 1  # its trainer writes its events live
+        except (ConfigError, OSError, ValueError, yaml.YAMLError) as exc:
+            print(f"skipping run {run_dir}: {str(exc).splitlines()[0]}", file=sys.stderr)
     print(f"wrote TensorBoard events of {written} run(s) under {folder} (<run>/{EVENTS}/)"
           + (f"; {busy} run(s) being trained write their own" if busy else "")
           + f"\nview them: tensorboard --logdir {folder}")
-    return 0
+    return 0 if written + busy == len(folders) else 1
 
 
 def export_mlflow(args) -> int:
-    from analysis.mlflow_export import export_mlflow as export
+    from experiments.mlflow_export import export_mlflow as export
 
     counts = export(args.results_dir, args.tracking_uri, args.experiment)
     report = counts["report"] or "none (run `perceiver-ablate figures` first to attach it)"

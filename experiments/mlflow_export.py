@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import RunConfig
-from perceiver_core.config import ConfigError
 from experiments.records import CONFIG, METRICS, RESULT, read_json, read_jsonl, read_yaml, run_dirs
 from experiments.tensorboard import hparams, run_label, scalars, timestamp
+from perceiver_core.config import ConfigError
 
 TAG = "perceiver."  # the prefix of this exporter's own tags
 REPORT_FILES = ("verdicts.md", "verdicts.json", "index.html")
@@ -205,6 +205,7 @@ def export_mlflow(results_dir: str | Path, tracking_uri: str | None = None,
         raise ConfigError(f"no run folders under {results_dir} (expected <run-id>/config.yaml;"
                           " see `perceiver-ablate status`)")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # a dead server: seconds
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # one summary line
     exporter = Exporter(results_dir, tracking_uri, experiment)
     counts = {"new": 0, "updated": 0, "unchanged": 0, "skipped": 0}
     for run_dir in folders:
