@@ -18,15 +18,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from experiments.config import RunConfig
 from experiments.records import CONFIG, METRICS, RESULT, read_json, read_jsonl, read_yaml, run_dirs
-from experiments.tensorboard import hparams, run_label, scalars, timestamp
+from experiments.tensorboard import hparams, row_time, run_label, scalars, test_row, timestamp
 from perceiver_core.config import ConfigError
 
 TAG = "perceiver."  # the prefix of this exporter's own tags
@@ -80,17 +84,11 @@ def run_records(run_dir: Path) -> dict[str, Any]:
 
 def metric_entities(rows: list[dict], result: dict, start: float | None):
     """(key, value, timestamp in ms, step) of every curve point and test metric."""
-    import time
-
-    now = int(time.time() * 1000)
-    step = int(result.get("step") or 0)
-    tests = {k: v for k, v in (result.get("final") or {}).items() if k.startswith("test_")}
-    for row in [*rows, {**tests, "step": step}] if tests else rows:
-        when = now
-        if start is not None and isinstance(row.get("time_s"), (int, float)):
-            when = int(1000 * (start + row["time_s"]))
+    tests, end = test_row(result), timestamp(result.get("updated_at"))
+    for row, when in [*((row, row_time(row, start)) for row in rows),
+                      *([(tests, end)] if tests else [])]:
         for key, value in scalars(row).items():
-            yield key, value, when, int(row["step"])
+            yield key, value, int(1000 * (when or time.time())), int(row["step"])
 
 
 def chunks(items: list, size: int) -> Iterator[list]:
@@ -99,11 +97,13 @@ def chunks(items: list, size: int) -> Iterator[list]:
 
 
 class Exporter:
+    """One export into one MLflow experiment (created if absent), knowing what earlier
+    exports put there by the tags they left."""
+
     def __init__(self, results_dir: Path, tracking_uri: str | None, experiment: str | None):
         mlflow = import_mlflow()
         from mlflow.tracking import MlflowClient
 
-        self.mlflow = mlflow
         self.uri = tracking_uri or mlflow.get_tracking_uri()
         check_server(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
@@ -133,8 +133,8 @@ class Exporter:
                 return
 
     def replace(self, key: str, digest: str) -> bool:
-        """False when `key` was exported with this fingerprint already; else delete the
-        stale copy, if any, and say so."""
+        """False when `key` was exported with this fingerprint already; else True, after
+        deleting a stale copy if there is one."""
         old = self.existing.get(key)
         if old and old[1] == digest:
             return False
@@ -207,12 +207,16 @@ def export_mlflow(results_dir: str | Path, tracking_uri: str | None = None,
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # a dead server: seconds
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # one summary line
     exporter = Exporter(results_dir, tracking_uri, experiment)
-    counts = {"new": 0, "updated": 0, "unchanged": 0, "skipped": 0}
+    counts = {"new": 0, "updated": 0, "unchanged": 0, "skipped": 0}  # skipped: no records
     for run_dir in folders:
         if not (run_dir / RESULT).is_file():
             counts["skipped"] += 1  # not started yet: nothing to show
             continue
-        counts[exporter.export_run(run_dir)] += 1
+        try:
+            counts[exporter.export_run(run_dir)] += 1
+        except (OSError, ValueError, ConfigError, yaml.YAMLError) as exc:
+            print(f"skipping run {run_dir}: {str(exc).splitlines()[0]}", file=sys.stderr)
+            counts["skipped"] += 1
     counts["report"] = exporter.export_report()
     counts["experiment"] = exporter.name
     counts["tracking_uri"] = exporter.uri

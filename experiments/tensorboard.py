@@ -18,21 +18,34 @@ any reader (TensorBoard's own purge of orphaned steps is not relied on).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
+import socket
+import sys
+import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from experiments.config import RunConfig
-from experiments.records import CONFIG, METRICS, RESULT, read_json, read_jsonl, read_yaml
+from experiments.records import (
+    CONFIG,
+    METRICS,
+    RESULT,
+    atomic_write_bytes,
+    read_json,
+    read_jsonl,
+    read_yaml,
+)
 
 EVENTS = "tb"
-# How each ending shows in the HParams dashboard's "Status" column.
+# How each ending shows in the HParams dashboard's "Status" column (its protocol has no
+# "stopped early": a pruned run is neither a success nor a failure).
 SESSION_STATUS = {"completed": "STATUS_SUCCESS", "diverged": "STATUS_FAILURE",
-                  "failed": "STATUS_FAILURE", "pruned": "STATUS_ABORTED"}
+                  "failed": "STATUS_FAILURE", "pruned": "STATUS_UNKNOWN"}
 
 
 def knob_label(params: Mapping[str, Any]) -> str:
@@ -79,6 +92,20 @@ def scalars(row: Mapping[str, Any]) -> dict[str, float]:
             and isinstance(v, (int, float)) and math.isfinite(v)}
 
 
+def test_row(result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """result.json's test metrics as a metrics row at the run's last step (None if none):
+    the test split is evaluated once, after training."""
+    tests = {k: v for k, v in (result.get("final") or {}).items() if k.startswith("test_")}
+    return {**tests, "step": int(result.get("step") or 0)} if tests else None
+
+
+def row_time(row: Mapping[str, Any], start: float | None) -> float | None:
+    """When a row was written: the run's start plus its `time_s`, when both are known."""
+    if start is None or not isinstance(row.get("time_s"), (int, float)):
+        return None
+    return start + row["time_s"]
+
+
 def hparams_summary(tag: str, **data):
     """A summary of the HParams plugin (session start or end), built from TensorBoard's
     protocol buffers directly: its own summary helpers import TensorFlow."""
@@ -119,57 +146,91 @@ def timestamp(iso: str | None) -> float | None:
         return None
 
 
+def record(event) -> bytes:
+    """One event as a TFRecord (length, CRCs, bytes), the framing of event files."""
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    buffer = io.BytesIO()
+    RecordWriter(buffer).write(event.SerializeToString())
+    return buffer.getvalue()
+
+
+def event(step: int, when: float | None, summary=None, **fields):
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    return Event(step=step, wall_time=time.time() if when is None else when, summary=summary,
+                 **fields)
+
+
+def scalar_events(row: Mapping[str, Any], start: float | None,
+                  when: float | None = None) -> bytes:
+    """One metrics row (or test_row, with the time it was recorded) as scalar events at
+    its step."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    when, step = when or row_time(row, start), int(row["step"])
+    return b"".join(record(event(step, when, Summary(value=[Summary.Value(
+        tag=tag, simple_value=value)]))) for tag, value in scalars(row).items())
+
+
 class EventLog:
-    """The event file of one run, open for appending while it trains."""
+    """The event file of one run: rewritten whole from the rows a run keeps when it starts
+    or resumes, then appended to, synchronously, at each evaluation.
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, started_at: str | None = None):
-        from torch.utils.tensorboard import SummaryWriter
+    The log is a view: a write the file system refuses (full, read-only) stops it with one
+    warning and never fails the run or hides its own error; `perceiver-ablate export
+    tensorboard` rebuilds it later from the records. (TensorBoard's own writers write from
+    a thread, whose failures would surface late, as tracebacks.)"""
 
-        folder = Path(run_dir) / EVENTS
-        shutil.rmtree(folder, ignore_errors=True)  # rebuilt from the records kept
+    def __init__(self, run_dir: Path, cfg: RunConfig, rows: Iterable[Mapping[str, Any]],
+                 started_at: str | None = None):
+        self.run_dir = Path(run_dir)
         self.start = timestamp(started_at)
-        label = run_label(Path(run_dir), cfg)
-        self.writer = SummaryWriter(str(folder / label))
-        self.writer.file_writer.add_summary(session_start(cfg, label, self.start), 0,
-                                            self.start)
+        label = run_label(self.run_dir, cfg)
+        folder = self.run_dir / EVENTS
+        self.path: Path | None = folder / label / (
+            f"events.out.tfevents.{int(self.start or time.time()):010d}.{socket.gethostname()}")
+        data = record(event(0, self.start, file_version="brain.Event:2"))
+        data += record(event(0, self.start, session_start(cfg, label, self.start)))
+        data += b"".join(scalar_events(row, self.start) for row in rows)
+        try:
+            shutil.rmtree(folder, ignore_errors=True)  # rebuilt from the records kept
+            atomic_write_bytes(self.path, data)
+        except OSError as exc:
+            self.stop(exc)
 
-    def add(self, row: Mapping[str, Any], flush: bool = True) -> None:
-        """One metrics row (or result.json's test metrics with a `step`), at its step; its
-        wall time is the run's start plus the row's `time_s` when both are known."""
-        when = None
-        if self.start is not None and isinstance(row.get("time_s"), (int, float)):
-            when = self.start + row["time_s"]
-        for tag, value in scalars(row).items():
-            self.writer.add_scalar(tag, value, int(row["step"]), walltime=when)
-        if flush:
-            self.writer.flush()
+    def stop(self, exc: OSError) -> None:
+        print(f"warning: TensorBoard events of {self.run_dir} stop here ({exc.strerror or exc});"
+              " the records are intact: `perceiver-ablate export tensorboard` rebuilds them",
+              file=sys.stderr, flush=True)
+        self.path = None
+
+    def append(self, data: bytes) -> None:
+        if self.path is None:
+            return
+        try:
+            with self.path.open("ab") as f:
+                f.write(data)
+        except OSError as exc:
+            self.stop(exc)
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        """One metrics row, at its step."""
+        self.append(scalar_events(row, self.start))
 
     def close(self, result: Mapping[str, Any]) -> None:
         """Record how the run ended (result.json): its test metrics and its status."""
-        step = int(result.get("step") or 0)
-        tests = {k: v for k, v in (result.get("final") or {}).items() if k.startswith("test_")}
-        if tests:
-            self.add({**tests, "step": step}, flush=False)
+        tests, end = test_row(result), timestamp(result.get("updated_at"))
+        data = scalar_events(tests, self.start, end) if tests else b""
         status = SESSION_STATUS.get(result.get("status"))
         if status:
-            self.writer.file_writer.add_summary(
-                session_end(status, timestamp(result.get("updated_at"))), step)
-        self.writer.close()
-
-
-def open_log(run_dir: Path, cfg: RunConfig, rows: Iterable[Mapping[str, Any]],
-             started_at: str | None = None) -> EventLog:
-    """A fresh event file holding `rows` (the metrics a starting or resuming run keeps)."""
-    log = EventLog(run_dir, cfg, started_at)
-    for row in rows:
-        log.add(row, flush=False)
-    log.writer.flush()
-    return log
+            data += record(event(int(result.get("step") or 0), end, session_end(status, end)))
+        self.append(data)
+        self.path = None
 
 
 def export_run(run_dir: Path) -> None:
     """Rebuild a run's event files from its records (config, metrics.jsonl, result.json)."""
     cfg = RunConfig.from_dict(read_yaml(run_dir / CONFIG))
     result = read_json(run_dir / RESULT) if (run_dir / RESULT).is_file() else {}
-    log = open_log(run_dir, cfg, read_jsonl(run_dir / METRICS), result.get("started_at"))
-    log.close(result)
+    EventLog(run_dir, cfg, read_jsonl(run_dir / METRICS), result.get("started_at")).close(result)

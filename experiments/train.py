@@ -64,7 +64,7 @@ from experiments.records import (
     write_jsonl,
     write_yaml,
 )
-from experiments.tensorboard import EventLog, open_log
+from experiments.tensorboard import EventLog
 from perceiver_core import build_model, count_flops
 from perceiver_core.config import ConfigError
 
@@ -441,7 +441,7 @@ class Run:
         if self.env.is_main:
             write_yaml(self.run_dir / CONFIG, self.cfg.to_dict())
             write_jsonl(self.run_dir / METRICS, rows)
-            self.events = open_log(self.run_dir, self.cfg, rows, self.progress.started_at)
+            self.events = EventLog(self.run_dir, self.cfg, rows, self.progress.started_at)
             self.write_result("running")
         if self.progress.step:
             log(f"resumed {self.run_dir} at step {self.progress.step}/{self.total_steps}",

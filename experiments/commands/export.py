@@ -63,7 +63,7 @@ def export_mlflow(args) -> int:
     report = counts["report"] or "none (run `perceiver-ablate figures` first to attach it)"
     print(f"MLflow experiment {counts['experiment']!r} at {counts['tracking_uri']}: "
           f"{counts['new']} new run(s), {counts['updated']} updated, {counts['unchanged']} "
-          f"unchanged, {counts['skipped']} not started; report: {report}")
+          f"unchanged, {counts['skipped']} without readable records; report: {report}")
     return 0
 
 
