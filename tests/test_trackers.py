@@ -31,7 +31,15 @@ from test_train import KILLER  # noqa: E402
 from experiments.cli import main  # noqa: E402
 from experiments.config import load_config  # noqa: E402
 from experiments.orchestration.tracking import read_manifest  # noqa: E402
-from experiments.records import CONFIG, METRICS, RESULT, read_json, read_jsonl, run_dirs  # noqa: E402
+from experiments.records import (  # noqa: E402
+    CONFIG,
+    METRICS,
+    RESULT,
+    read_json,
+    read_jsonl,
+    run_dirs,
+    write_json,
+)
 from experiments.tensorboard import EVENTS  # noqa: E402
 from experiments.train import train_run  # noqa: E402
 
@@ -161,6 +169,13 @@ def test_export_tensorboard_rebuilds_events_from_the_records(sweep, tmp_path, ca
         assert label == original_label
         assert_same_scalars(scalars_of(reader), scalars_of(original))
         assert session_hparams(reader) == session_hparams(original)
+    from tensorboard.plugins.hparams import api_pb2
+
+    run_dir = next(run_dirs(old))  # a run that ended otherwise shows its status
+    for status, shown in (("pruned", "STATUS_UNKNOWN"), ("failed", "STATUS_FAILURE")):
+        write_json(run_dir / RESULT, {**read_json(run_dir / RESULT), "status": status})
+        assert main(["export", "tensorboard", str(old)]) == 0
+        assert session_hparams(accumulator(run_dir)[1])["status"] == api_pb2.Status.Value(shown)
     assert main(["export", "tensorboard", str(tmp_path / "absent")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -277,9 +292,14 @@ def test_mlflow_export_to_a_server_on_postgresql(sweep, tmp_path, postgres_url, 
                  "--artifacts-destination", str(tmp_path / "artifacts"),
                  "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
                 tmp_path / "mlflow.log") as server:
+        started = time.monotonic()
         wait_for(f"{uri}/health", server.proc, 120, server.log)
+        up = time.monotonic()
         argv = ["export", "mlflow", str(sweep), "--tracking-uri", uri, "--experiment", "lat"]
         assert main(argv) == 0
+        with capsys.disabled():
+            print(f"\nMLflow server on PostgreSQL up in {up - started:.1f}s; first export "
+                  f"{time.monotonic() - up:.1f}s")
         out = capsys.readouterr().out
         assert "4 new run(s), 0 updated, 0 unchanged" in out and "report: new" in out
         client = MlflowClient(uri)
@@ -308,6 +328,20 @@ def test_mlflow_export_to_a_server_on_postgresql(sweep, tmp_path, postgres_url, 
         out = capsys.readouterr().out
         assert "0 new run(s), 0 updated, 4 unchanged" in out and "report: unchanged" in out
         assert len(client.search_runs([experiment.experiment_id])) == 5
+
+        changed = next(run_dirs(sweep))  # a run whose record changed is replaced, once
+        record = read_json(changed / RESULT)
+        try:
+            write_json(changed / RESULT, {**record, "status": "failed"})
+            assert main(argv) == 0
+        finally:
+            write_json(changed / RESULT, record)
+        assert "0 new run(s), 1 updated, 3 unchanged" in capsys.readouterr().out
+        runs = client.search_runs([experiment.experiment_id])
+        assert len(runs) == 5
+        (replaced,) = [r for r in runs if r.data.tags["perceiver.run_id"] == changed.name]
+        assert replaced.info.status == "FAILED" and replaced.data.tags["perceiver.status"] == \
+            "failed"
 
     # The server is gone: a clear one-line error, exit status 2.
     assert main(argv) == 2
