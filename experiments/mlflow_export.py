@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from experiments.config import RunConfig
+from experiments.orchestration.study import public_url
 from experiments.records import CONFIG, METRICS, RESULT, read_json, read_jsonl, read_yaml, run_dirs
 from experiments.tensorboard import hparams, row_time, run_label, scalars, test_row, timestamp
 from perceiver_core.config import ConfigError
@@ -51,19 +52,32 @@ def import_mlflow():
 
 
 def check_server(uri: str, timeout_s: float = 10.0) -> None:
-    """An HTTP tracking URI must answer its /health page before anything is sent (MLflow's
-    client would otherwise retry for minutes)."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as reply:
-            if reply.status == 200:
+    """The tracking store must answer once before anything is sent: MLflow's own client
+    retries a dead server, and a dead database, for minutes. An HTTP URI must answer its
+    /health page; a database URI (other than SQLite) must accept one connection."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as reply:
+                if reply.status == 200:
+                    return
+                why = f"HTTP {reply.status}"
+        except (urllib.error.URLError, OSError) as exc:
+            why = str(getattr(exc, "reason", exc))
+        raise ConfigError(f"the MLflow tracking server at {uri} does not answer ({why}): start "
+                          "it (`mlflow server --backend-store-uri URI`) or fix --tracking-uri")
+    if uri.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "mssql"):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(uri, pool_pre_ping=False)
+        try:
+            with engine.connect():
                 return
-            why = f"HTTP {reply.status}"
-    except (urllib.error.URLError, OSError) as exc:
-        why = str(getattr(exc, "reason", exc))
-    raise ConfigError(f"the MLflow tracking server at {uri} does not answer ({why}): start it "
-                      "(`mlflow server --backend-store-uri URI`) or fix --tracking-uri")
+        except Exception as exc:  # the driver's own errors: say which and go on no further
+            why = str(exc).strip().splitlines()[0][:200]
+            raise ConfigError(f"the database at {public_url(uri)} does not answer ({why}): "
+                              "start it or fix --tracking-uri") from None
+        finally:
+            engine.dispose()
 
 
 def fingerprint(*parts: Any) -> str:
@@ -111,8 +125,9 @@ class Exporter:
         name = experiment or results_dir.resolve().name
         found = self.client.get_experiment_by_name(name)
         if found is not None and found.lifecycle_stage == "deleted":
-            raise ConfigError(f"MLflow experiment {name!r} is deleted on {self.uri}: restore it "
-                              "(`mlflow experiments restore`) or choose another --experiment")
+            raise ConfigError(f"MLflow experiment {name!r} is deleted on {public_url(self.uri)}:"
+                              " restore it (`mlflow experiments restore`) or choose another "
+                              "--experiment")
         self.experiment_id = (found.experiment_id if found else
                               self.client.create_experiment(name))
         self.name = name
@@ -206,7 +221,16 @@ def export_mlflow(results_dir: str | Path, tracking_uri: str | None = None,
                           " see `perceiver-ablate status`)")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # a dead server: seconds
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # one summary line
-    exporter = Exporter(results_dir, tracking_uri, experiment)
+    try:
+        exporter = Exporter(results_dir, tracking_uri, experiment)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a store MLflow cannot open: its own errors vary by scheme
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(
+            f"cannot open the MLflow tracking URI {public_url(tracking_uri) or '(default)'} "
+            f"({type(exc).__name__}: {why[:200]}): fix --tracking-uri (e.g. "
+            "http://HOST:5000 for a server, or postgresql+psycopg2://USER@HOST/DB)") from None
     counts = {"new": 0, "updated": 0, "unchanged": 0, "skipped": 0}  # skipped: no records
     for run_dir in folders:
         if not (run_dir / RESULT).is_file():
@@ -219,5 +243,5 @@ def export_mlflow(results_dir: str | Path, tracking_uri: str | None = None,
             counts["skipped"] += 1
     counts["report"] = exporter.export_report()
     counts["experiment"] = exporter.name
-    counts["tracking_uri"] = exporter.uri
+    counts["tracking_uri"] = public_url(exporter.uri)  # never a password on screen
     return counts

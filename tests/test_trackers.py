@@ -380,3 +380,18 @@ def test_the_notebook_example_runs_as_documented(sweep, tmp_path, monkeypatch, c
     assert isinstance(namespace["figure"], Figure)
     assert (tmp_path / "forest.png").stat().st_size > 1000
     assert "test accuracy" in capsys.readouterr().out
+
+
+def test_a_database_that_does_not_answer_is_one_line_without_the_password(sweep, capsys):
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        skip_or_fail("mlflow missing: `pip install -e .[dev]` (or .[mlflow]) or `make test`")
+    port = free_port()  # nothing listens there
+    uri = f"postgresql+psycopg2://postgres:secret@127.0.0.1:{port}/mlflow"
+    started = time.monotonic()
+    assert main(["export", "mlflow", str(sweep), "--tracking-uri", uri]) == 2
+    assert time.monotonic() - started < 60  # not MLflow's minutes of retries
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "does not answer" in err
+    assert f"postgres@127.0.0.1:{port}" in err and "secret" not in err
