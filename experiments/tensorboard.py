@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from experiments.config import RunConfig
+from experiments.config import RunConfig, short_hash
 from experiments.records import (
     CONFIG,
     METRICS,
@@ -42,6 +42,7 @@ from experiments.records import (
 )
 
 EVENTS = "tb"
+MAX_LABEL = 120  # bytes; file systems allow 255 per folder name
 # How each ending shows in the HParams dashboard's "Status" column (its protocol has no
 # "stopped early": a pruned run is neither a success nor a failure).
 SESSION_STATUS = {"completed": "STATUS_SUCCESS", "diverged": "STATUS_FAILURE",
@@ -54,7 +55,10 @@ def knob_label(params: Mapping[str, Any]) -> str:
     lasts = [key.rsplit(".", 1)[-1] for key in params]
     parts = [f"{last if lasts.count(last) == 1 else key}={value}"
              for key, last, value in zip(params, lasts, params.values(), strict=True)]
-    return " ".join(parts).replace("/", "_") or "default"
+    label = " ".join(parts).replace("/", "_") or "default"
+    if len(label.encode()) > MAX_LABEL:  # a folder name: cut, kept unique by a hash
+        label = f"{label.encode()[:MAX_LABEL - 16].decode(errors='ignore')} +{short_hash(label)}"
+    return label
 
 
 def run_label(run_dir: Path, cfg: RunConfig) -> str:

@@ -52,7 +52,8 @@ CHROMIUM = "/usr/bin/chromium"
 def sweep(tmp_path_factory, tiny_fashion_mnist) -> Path:
     """Four real runs (two latent counts x two seeds) trained in this process."""
     folder = tmp_path_factory.mktemp("trackers")
-    base = {**TINY_BASE, "data": {**TINY_BASE["data"], "root": str(tiny_fashion_mnist)}}
+    base = {**TINY_BASE, "data": {**TINY_BASE["data"], "root": str(tiny_fashion_mnist)},
+            "train": {**TINY_BASE["train"], "max_steps": 10, "eval_every": 5}}
     path = folder / "latents.yaml"
     path.write_text(yaml.safe_dump({"base": base, "grid": {"model.num_latents": [8, 16]},
                                     "seeds": [0, 1]}, sort_keys=False))
@@ -373,7 +374,7 @@ def test_the_notebook_example_runs_as_documented(sweep, tmp_path, monkeypatch, c
          namespace)
     assert len(namespace["runs"]) == 4 and set(namespace["runs"]["status"]) == {"completed"}
     assert list(namespace["by_latents"]["count"]) == [2, 2]
-    assert len(namespace["last"]) == 4 and set(namespace["last"]["step"]) == {20}
+    assert len(namespace["last"]) == 4 and set(namespace["last"]["step"]) == {10}
     effects = namespace["effects"]
     (row,) = effects.itertuples()
     assert row.knob == "model.num_latents" and row.low <= row.effect <= row.high
