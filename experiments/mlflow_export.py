@@ -131,11 +131,12 @@ class Exporter:
         self.experiment_id = (found.experiment_id if found else
                               self.client.create_experiment(name))
         self.name = name
-        self.existing = {}  # our id tag -> (MLflow run id, fingerprint)
+        self.existing: dict[str, list] = {}  # our id tag -> [(MLflow run id, fingerprint)]
         for run in self.all_runs():
             key = run.data.tags.get(f"{TAG}run_id")
             if key:
-                self.existing[key] = (run.info.run_id, run.data.tags.get(f"{TAG}fingerprint"))
+                self.existing.setdefault(key, []).append(
+                    (run.info.run_id, run.data.tags.get(f"{TAG}fingerprint")))
 
     def all_runs(self):
         token = None
@@ -148,18 +149,18 @@ class Exporter:
                 return
 
     def replace(self, key: str, digest: str) -> bool:
-        """False when `key` was exported with this fingerprint already; else True, after
-        deleting a stale copy if there is one."""
-        old = self.existing.get(key)
-        if old and old[1] == digest:
-            return False
-        if old:
-            self.client.delete_run(old[0])
-        return True
+        """False when `key` was exported with this fingerprint already; else True. Either
+        way every other copy (stale, or cut short) is deleted."""
+        copies = self.existing.get(key, [])
+        keep = next((run_id for run_id, found in copies if found == digest), None)
+        for run_id, _ in copies:
+            if run_id != keep:
+                self.client.delete_run(run_id)
+        return keep is None
 
     def export_run(self, run_dir: Path) -> str:
         """'new', 'updated' or 'unchanged'."""
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         records = run_records(run_dir)
         cfg, result = records["cfg"], records["result"]
@@ -170,7 +171,8 @@ class Exporter:
         start = timestamp(result.get("started_at"))
         tags = {f"{TAG}run_id": key, f"{TAG}status": str(result.get("status")),
                 f"{TAG}seed": str(cfg.train.seed), f"{TAG}sweep": self.results_dir.resolve().name,
-                f"{TAG}run_dir": str(run_dir), f"{TAG}fingerprint": records["fingerprint"]}
+                f"{TAG}run_dir": str(run_dir.resolve()),
+                "mlflow.source.name": "perceiver-ablate"}
         run = self.client.create_run(self.experiment_id, run_name=run_label(run_dir, cfg),
                                      start_time=int(1000 * start) if start else None, tags=tags)
         run_id = run.info.run_id
@@ -181,12 +183,17 @@ class Exporter:
                    metric_entities(records["rows"], result, start)]
         for batch in chunks(metrics, BATCH):
             self.client.log_batch(run_id, metrics=batch)
-        self.client.log_batch(run_id, tags=[RunTag("mlflow.source.name", "perceiver-ablate")])
         status = MLFLOW_STATUS.get(result.get("status"))
         if status:
             end = timestamp(result.get("updated_at"))
             self.client.set_terminated(run_id, status, end_time=int(1000 * end) if end else None)
+        self.done(run_id, records["fingerprint"])
         return "updated" if known else "new"
+
+    def done(self, run_id: str, digest: str) -> None:
+        """Mark an MLflow run complete with the fingerprint of what it holds, last: an
+        export cut short leaves a run without one, which the next export replaces."""
+        self.client.set_tag(run_id, f"{TAG}fingerprint", digest)
 
     def export_report(self) -> str | None:
         """The verdicts and the HTML report as artifacts of the report run; None when the
@@ -196,17 +203,18 @@ class Exporter:
         if not files:
             return None
         key = "report"
-        digest = fingerprint(*(f.read_bytes().hex() for f in files))
+        digest = hashlib.sha1(b"".join(f.read_bytes() for f in files)).hexdigest()
         known = key in self.existing
         if not self.replace(key, digest):
             return "unchanged"
         run = self.client.create_run(
             self.experiment_id, run_name="report",
-            tags={f"{TAG}run_id": key, f"{TAG}kind": "report", f"{TAG}fingerprint": digest,
+            tags={f"{TAG}run_id": key, f"{TAG}kind": "report",
                   f"{TAG}sweep": self.results_dir.resolve().name})
         for path in files:
             self.client.log_artifact(run.info.run_id, str(path))
         self.client.set_terminated(run.info.run_id, "FINISHED")
+        self.done(run.info.run_id, digest)
         return "updated" if known else "new"
 
 

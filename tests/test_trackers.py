@@ -330,6 +330,13 @@ def test_mlflow_export_to_a_server_on_postgresql(sweep, tmp_path, postgres_url, 
         assert "0 new run(s), 0 updated, 4 unchanged" in out and "report: unchanged" in out
         assert len(client.search_runs([experiment.experiment_id])) == 5
 
+        # An export cut short leaves a run without its fingerprint (set last): replaced.
+        client.delete_tag(by_id[next(run_dirs(sweep)).name].info.run_id,
+                          "perceiver.fingerprint")
+        assert main(argv) == 0
+        assert "0 new run(s), 1 updated, 3 unchanged" in capsys.readouterr().out
+        assert len(client.search_runs([experiment.experiment_id])) == 5
+
         changed = next(run_dirs(sweep))  # a run whose record changed is replaced, once
         record = read_json(changed / RESULT)
         try:
