@@ -30,6 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from experiments.config import RunConfig, short_hash
 from experiments.records import (
     CONFIG,
@@ -42,7 +44,7 @@ from experiments.records import (
 )
 
 EVENTS = "tb"
-MAX_LABEL = 120  # bytes; file systems allow 255 per folder name
+MAX_LABEL = 200  # bytes; file systems allow 255 per folder name
 # How each ending shows in the HParams dashboard's "Status" column (its protocol has no
 # "stopped early": a pruned run is neither a success nor a failure).
 SESSION_STATUS = {"completed": "STATUS_SUCCESS", "diverged": "STATUS_FAILURE",
@@ -61,18 +63,31 @@ def knob_label(params: Mapping[str, Any]) -> str:
     return label
 
 
+def searched(folder: Path, cfg: RunConfig) -> dict[str, Any] | None:
+    """The values of the keys a study searches, when `folder` is a study's (its
+    study.yaml lists them); None otherwise."""
+    from experiments.orchestration.study import STUDY_FILE  # imports Optuna: only here
+
+    if not (folder / STUDY_FILE).is_file():
+        return None
+    space, flat = read_yaml(folder / STUDY_FILE).get("space") or {}, cfg.flat()
+    return {key: flat[key] for key in space if key in flat}
+
+
 def run_label(run_dir: Path, cfg: RunConfig) -> str:
-    """The readable name of a run: its sweep's knob values (from the sweep's manifest, when
-    the run folder is in a sweep's folder), else the keys its config sets away from the
-    defaults; the seed always."""
+    """The readable name of a run: its sweep's knob values (from the sweep's manifest) or
+    its study's searched keys, when the run folder is in such a folder; else the keys its
+    config sets away from the defaults, data aside. The seed always."""
     from experiments.orchestration.tracking import read_manifest
 
     try:
         runs = read_manifest(run_dir.parent)["runs"]
-    except (OSError, ValueError, KeyError, TypeError):
-        runs = []
-    params = next((dict(r.get("params") or {}) for r in runs if r.get("run_id") == cfg.run_id),
-                  None)
+        params = next((dict(r.get("params") or {}) for r in runs
+                       if r.get("run_id") == cfg.run_id), None)
+        if params is None:
+            params = searched(run_dir.parent, cfg)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+        params = None  # an unreadable manifest or study file: the config alone names it
     if params is None:
         params = {k: v for k, v in cfg.signature().items() if not k.startswith("data.")}
     params.pop("train.seed", None)

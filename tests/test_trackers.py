@@ -403,3 +403,21 @@ def test_a_database_that_does_not_answer_is_one_line_without_the_password(sweep,
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "does not answer" in err
     assert f"postgres@127.0.0.1:{port}" in err and "secret" not in err
+
+
+def test_labels_name_a_study_s_searched_keys_or_the_config_s_own(tmp_path):
+    from experiments.tensorboard import MAX_LABEL, knob_label, run_label
+
+    cfg = load_config(None, {"model.num_latents": 16, "train.lr": 0.01, "train.seed": 3,
+                             "data.train_subset": 256})
+    alone = run_label(tmp_path / "train" / cfg.run_id, cfg)  # what it sets off the defaults
+    assert alone.startswith("num_latents=16 ") and " lr=0.01 " in alone
+    assert alone.endswith(" seed=3") and "train_subset" not in alone  # data keys aside
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "study.yaml").write_text(yaml.safe_dump(
+        {"name": "s", "space": {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-1}}}))
+    assert run_label(study / cfg.run_id, cfg) == "lr=0.01 seed=3"
+    long = knob_label({f"model.key{i}": "/value" * 5 for i in range(20)})
+    assert len(long.encode()) <= MAX_LABEL and "/" not in long
+    assert long != knob_label({f"model.key{i}": "/value" * 5 for i in range(21)})
