@@ -14,7 +14,7 @@ from perceiver_core.config import ConfigError
 
 GROUP = "perceiver_ablate.commands"
 ORDER = ("train", "sweep", "status", "study", "flops", "bench", "figures", "verdicts",
-         "attention", "demo")
+         "attention", "export", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,8 @@
                          `sessions` has one entry per (re)start of training; `trial` is
                          there for a study's runs only.
         checkpoint.pt    {model, optimizer, scheduler, step, ...}; loads with weights_only=True
+        tb/<label>/      TensorBoard event files, a view of metrics.jsonl and result.json
+                         (experiments/tensorboard.py)
         .train.lock      held by the process training the run (experiments/locks.py)
 
 Every write is atomic (temporary file in the same folder + os.replace), so a reader never

@@ -64,6 +64,7 @@ from experiments.records import (
     write_jsonl,
     write_yaml,
 )
+from experiments.tensorboard import EventLog
 from perceiver_core import build_model, count_flops
 from perceiver_core.config import ConfigError
 
@@ -399,6 +400,7 @@ class Run:
         self.session_step = 0  # the step this session started (resumed) at
         self.wall_base = 0.0
         self.sessions: list[dict] = []  # who trained this run: one entry per (re)start
+        self.events: EventLog | None = None  # TensorBoard's view of the records (rank 0)
 
     # -- records ----------------------------------------------------------------------
 
@@ -427,6 +429,9 @@ class Run:
             "error": error, **self.description()}
         if self.env.is_main:
             write_json(self.run_dir / RESULT, result)
+        if self.events is not None and status != "running":
+            self.events.close(result)
+            self.events = None
         return result
 
     def description(self) -> dict:
@@ -484,6 +489,7 @@ class Run:
         if self.env.is_main:
             write_yaml(self.run_dir / CONFIG, self.cfg.to_dict())
             write_jsonl(self.run_dir / METRICS, rows)
+            self.events = EventLog(self.run_dir, self.cfg, rows, self.progress.started_at)
             self.write_result("running")
         if self.progress.step:
             log(f"resumed {self.run_dir} at step {self.progress.step}/{self.total_steps}",
@@ -515,6 +521,7 @@ class Run:
         self.final = {k: row[k] for k in self.final_keys()}
         if self.env.is_main:
             append_jsonl(self.run_dir / METRICS, row)
+            self.events.add(row)
         val = "-" if val_score is None else f"{val_loss:.4f} / {100 * val_score:.2f}%"
         best = ("-" if p.best_val_score is None
                 else f"{100 * p.best_val_score:.2f}% @ {p.best_step}")

@@ -57,7 +57,7 @@ def test_cli_help_lists_every_subcommand():
     out = subprocess.run([sys.executable, "-m", "experiments", "--help"], capture_output=True,
                          text=True, check=True).stdout
     for command in ("train", "sweep", "status", "study", "flops", "bench", "figures",
-                    "verdicts", "attention", "demo"):
+                    "verdicts", "attention", "export", "demo"):
         assert command in out
 
 
