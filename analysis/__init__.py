@@ -38,11 +38,12 @@ def load_curves(results_dir: str | Path) -> pd.DataFrame:
 
 
 def load_verdicts(results_dir: str | Path, metric: str | None = None,
-                  delta: float | None = None) -> Verdicts:
+                  delta: float | None = None, per_comparison: bool = False) -> Verdicts:
     """What `perceiver-ablate verdicts` prints, as DataFrames: `.effects` (one row per knob
     level against its base, the effect with its confidence interval and verdict),
     `.importance`, `.study_importance`, `.claims` (the paper's claims), `.plan` (seeds
-    to add) and `.metric`."""
+    to add) and `.metric`. The verdicts control the family-wise error over the report
+    unless `per_comparison` (docs/verdicts.md)."""
     from analysis import verdicts as V
     from analysis.report import load_studies
     from analysis.results import load_results as load
@@ -51,7 +52,7 @@ def load_verdicts(results_dir: str | Path, metric: str | None = None,
     if runs.empty:
         raise ValueError(f"no readable run records under {results_dir}")
     return V.build_verdicts(runs, metric, V.DEFAULT_DELTA if delta is None else delta,
-                            load_studies(Path(results_dir)))
+                            load_studies(Path(results_dir)), per_comparison)
 
 
 def make_figures(results_dir: str | Path) -> dict[str, Figure]:

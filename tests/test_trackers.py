@@ -5,6 +5,7 @@ docs/notebook.md executed as written."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -384,7 +385,9 @@ def test_the_notebook_example_runs_as_documented(sweep, tmp_path, monkeypatch, c
     assert len(namespace["last"]) == 4 and set(namespace["last"]["step"]) == {10}
     effects = namespace["effects"]
     (row,) = effects.itertuples()
-    assert row.knob == "model.num_latents" and row.low <= row.effect <= row.high
+    # Two seeds a level are below the verdicts' minimum: an effect, no interval, and why.
+    assert row.knob == "model.num_latents" and row.verdict == "too few seeds (2)"
+    assert math.isfinite(row.effect) and math.isnan(row.low) and math.isnan(row.high)
     assert isinstance(namespace["figure"], Figure)
     assert (tmp_path / "forest.png").stat().st_size > 1000
     assert "test accuracy" in capsys.readouterr().out
