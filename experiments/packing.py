@@ -66,13 +66,14 @@ class Seed:
         self.steps = run.steps()
         self.rng = rng_state()
 
-    def turn(self) -> dict | None:
-        """One optimizer step; result.json once the run has ended, else None."""
+    def turn(self) -> str | None:
+        """One optimizer step in this seed's RNG streams; fit's status once the run has
+        ended, else None."""
         set_rng_state(self.rng)
         try:
             next(self.steps)
         except StopIteration as end:
-            return self.run.conclude(end.value)
+            return end.value
         self.rng = rng_state()
         return None
 
@@ -116,12 +117,14 @@ def train_pack(cfgs: list[RunConfig], run_dirs: list[Path]) -> list[dict]:
         while live:
             for i, seed in list(live.items()):
                 try:
-                    results[i] = seed.turn()
+                    status = seed.turn()
+                    if status is not None:
+                        results[i] = seed.run.conclude(status)
                 except Exception as exc:
                     fail(seed.run, exc, failures)
                     del live[i]
                     continue
-                if results[i] is not None:
+                if status is not None:
                     del live[i]
     if failures:
         raise RuntimeError(f"{len(failures)} of {len(cfgs)} seeds of the pack failed: "

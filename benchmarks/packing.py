@@ -1,0 +1,155 @@
+"""`make bench-packing` (= `python benchmarks/packing.py`): training samples/s of K seeds
+packed into one process (experiments/packing.py) against the same K seeds trained one
+after another, in one process, the two arms alternated (A B A B ...) so that load from
+elsewhere on a shared machine falls on both.
+
+Both arms train real Fashion-MNIST batches through the training loop's own steps (data,
+forward, backward, LAMB, schedule; one checkpoint at the end) for --steps steps per seed,
+one thread, no validation split (data.val_size=0) and no test pass: what is timed is the
+training that packing changes. Building the models and loading the data are outside the
+timing in both arms; the pack loads the data once for K seeds, the sequential arm once
+for all K as well (a sweep would load it K times, in K processes).
+
+Shapes: `demo` (experiments/sweeps/demo.yaml's base: N=32, D=64, 4 blocks, 2 cross-attends,
+batch 64) and `fashion-mnist` (the default preset: 2 blocks, batch 64).
+
+Results: benchmarks/results/packing.json and packing.md (docs/performance.md, "Seed
+packing", quotes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from experiments.config import RunConfig, load_config
+from experiments.data import load_splits
+from experiments.distributed import Distributed
+from experiments.orchestration.sweeps import load_sweep
+from experiments.packing import Seed
+from experiments.train import Run
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SHAPES = ("demo", "fashion-mnist")
+BENCH = {"data.val_size": 0, "train.eval_every": None}
+
+
+def shape_config(shape: str, steps: int) -> RunConfig:
+    overrides = {**BENCH, "train.max_steps": steps}
+    if shape == "demo":
+        return load_sweep("demo").points[0].config.replace(overrides)
+    return load_config(None, overrides)
+
+
+def runs(cfg: RunConfig, seeds: int, root: Path, splits) -> list[Run]:
+    env = Distributed(0, 1, torch.device("cpu"))
+    built = []
+    for seed in range(seeds):
+        run = Run(cfg.replace({"train.seed": seed}), root / f"seed{seed}", env, None, splits)
+        run.start()
+        built.append(run)
+    return built
+
+
+def sequential(cfg: RunConfig, seeds: int, root: Path, splits) -> float:
+    """Seconds of training of `seeds` runs, one after another."""
+    seconds = 0.0
+    for run in runs(cfg, seeds, root, splits):
+        tick = time.perf_counter()
+        assert run.fit() == "completed"
+        seconds += time.perf_counter() - tick
+    return seconds
+
+
+def packed(cfg: RunConfig, seeds: int, root: Path, splits) -> float:
+    """Seconds of training of `seeds` runs as a pack (turns, RNG swaps included)."""
+    pack = [Seed(run) for run in runs(cfg, seeds, root, splits)]
+    tick = time.perf_counter()
+    live = list(pack)
+    while live:
+        for seed in list(live):
+            if seed.turn() is not None:
+                live.remove(seed)
+    return time.perf_counter() - tick
+
+
+ARMS = {"sequential": sequential, "packed": packed}
+
+
+def measure(shape: str, seeds: int, steps: int, repeats: int) -> dict:
+    cfg = shape_config(shape, steps)
+    splits = load_splits(cfg)
+    samples = seeds * steps * cfg.train.batch_size
+    times: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    for _ in range(repeats):
+        for arm, train in ARMS.items():  # alternated: A B A B ...
+            with tempfile.TemporaryDirectory() as root:
+                times[arm].append(train(cfg, seeds, Path(root), splits))
+    ratios = [s / p for s, p in zip(times["sequential"], times["packed"], strict=True)]
+    rate = {arm: samples / statistics.median(t) for arm, t in times.items()}
+    return {"shape": shape, "seeds": seeds, "steps": steps, "batch_size": cfg.train.batch_size,
+            "repeats": repeats, "seconds": times,
+            "samples_per_s": rate, "ratio": rate["packed"] / rate["sequential"],
+            "ratio_per_pair": ratios}
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return platform.processor()
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines()
+             if line.startswith("Model name")]
+    return names[0] if names else platform.processor()
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Seed packing on {report['cpu']}, {report['threads']} thread, torch "
+             f"{report['torch']}, {report['date']}, load average "
+             f"{report['load_average'][0]:.1f} -> {report['load_average'][1]:.1f}.", "",
+             "| shape | K seeds | steps/seed | sequential samples/s | packed samples/s | "
+             "packed / sequential (median) | per-pair range |",
+             "|---|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        pairs = row["ratio_per_pair"]
+        lines.append(f"| {row['shape']} | {row['seeds']} | {row['steps']} | "
+                     f"{row['samples_per_s']['sequential']:.0f} | "
+                     f"{row['samples_per_s']['packed']:.0f} | {row['ratio']:.3f} | "
+                     f"{min(pairs):.3f}-{max(pairs):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[4, 8], metavar="K")
+    parser.add_argument("--steps", type=int, default=30, help="training steps per seed")
+    parser.add_argument("--repeats", type=int, default=3, help="A B pairs per row")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    load_before = os.getloadavg()[0]
+    rows = [measure(shape, k, args.steps, args.repeats)
+            for shape in args.shapes for k in args.seeds]
+    report = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+              "load_average": [load_before, os.getloadavg()[0]], "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "packing.json").write_text(json.dumps(report, indent=1))
+    (args.out / "packing.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
