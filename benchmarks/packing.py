@@ -1,14 +1,17 @@
 """`make bench-packing` (= `python benchmarks/packing.py`): training samples/s of K seeds
 packed into one process (experiments/packing.py) against the same K seeds trained one
-after another, in one process, the two arms alternated (A B A B ...) so that load from
-elsewhere on a shared machine falls on both.
+after another, in one process, the two arms alternated (A B, B A, ...) so that load
+from elsewhere on a shared machine falls on both.
 
-Both arms train real Fashion-MNIST batches through the training loop's own steps (data,
+Samples/s is the batch over the median step time (each step timed alone: one `next` of a
+run's step generator, or one turn of one seed in the pack, RNG swap included), medians
+because load from elsewhere comes in bursts; the ratio's interval is a bootstrap over
+steps. Both arms train real Fashion-MNIST batches through the training loop's own steps (data,
 forward, backward, LAMB, schedule; one checkpoint at the end) for --steps steps per seed,
 one thread, no validation split (data.val_size=0) and no test pass: what is timed is the
 training that packing changes. Building the models and loading the data are outside the
-timing in both arms; the pack loads the data once for K seeds, the sequential arm once
-for all K as well (a sweep would load it K times, in K processes).
+timing in both arms (a pack loads the data once for K seeds, where a sweep of solo runs
+loads it K times, in K processes: a saving this benchmark leaves out).
 
 Shapes: `demo` (experiments/sweeps/demo.yaml's base: N=32, D=64, 4 blocks, 2 cross-attends,
 batch 64) and `fashion-mnist` (the default preset: 2 blocks, batch 64).
@@ -23,14 +26,15 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy import stats
 
 from experiments.config import RunConfig, load_config
 from experiments.data import load_splits
@@ -62,46 +66,64 @@ def runs(cfg: RunConfig, seeds: int, root: Path, splits) -> list[Run]:
     return built
 
 
-def sequential(cfg: RunConfig, seeds: int, root: Path, splits) -> float:
-    """Seconds of training of `seeds` runs, one after another."""
-    seconds = 0.0
+def sequential(cfg: RunConfig, seeds: int, root: Path, splits) -> list[float]:
+    """Seconds of each optimizer step of `seeds` runs trained one after another."""
+    times = []
     for run in runs(cfg, seeds, root, splits):
-        tick = time.perf_counter()
-        assert run.fit() == "completed"
-        seconds += time.perf_counter() - tick
-    return seconds
+        steps = run.steps()
+        while True:
+            tick = time.perf_counter()
+            try:
+                next(steps)
+            except StopIteration:
+                break
+            times.append(time.perf_counter() - tick)
+    return times
 
 
-def packed(cfg: RunConfig, seeds: int, root: Path, splits) -> float:
-    """Seconds of training of `seeds` runs as a pack (turns, RNG swaps included)."""
-    pack = [Seed(run) for run in runs(cfg, seeds, root, splits)]
-    tick = time.perf_counter()
-    live = list(pack)
+def packed(cfg: RunConfig, seeds: int, root: Path, splits) -> list[float]:
+    """Seconds of each optimizer step of `seeds` runs trained as a pack: one turn of one
+    seed, its RNG swap included."""
+    live = [Seed(run) for run in runs(cfg, seeds, root, splits)]
+    times = []
     while live:
         for seed in list(live):
+            tick = time.perf_counter()
             if seed.turn() is not None:
                 live.remove(seed)
-    return time.perf_counter() - tick
+                continue
+            times.append(time.perf_counter() - tick)
+    return times
 
 
 ARMS = {"sequential": sequential, "packed": packed}
 
 
+def ratio_of_medians(first, second) -> float:
+    return float(np.median(first) / np.median(second))
+
+
 def measure(shape: str, seeds: int, steps: int, repeats: int) -> dict:
+    """Per-step times of both arms, alternated A B, B A, ... (so that neither always runs
+    first), and the ratio of their median step times with a bootstrap 95% interval.
+    Medians, because load from elsewhere on a shared machine comes in bursts."""
     cfg = shape_config(shape, steps)
     splits = load_splits(cfg)
-    samples = seeds * steps * cfg.train.batch_size
     times: dict[str, list[float]] = {arm: [] for arm in ARMS}
-    for _ in range(repeats):
-        for arm, train in ARMS.items():  # alternated: A B A B ...
+    for repeat in range(repeats):
+        order = list(ARMS) if repeat % 2 == 0 else list(ARMS)[::-1]
+        for arm in order:
             with tempfile.TemporaryDirectory() as root:
-                times[arm].append(train(cfg, seeds, Path(root), splits))
-    ratios = [s / p for s, p in zip(times["sequential"], times["packed"], strict=True)]
-    rate = {arm: samples / statistics.median(t) for arm, t in times.items()}
-    return {"shape": shape, "seeds": seeds, "steps": steps, "batch_size": cfg.train.batch_size,
-            "repeats": repeats, "seconds": times,
-            "samples_per_s": rate, "ratio": rate["packed"] / rate["sequential"],
-            "ratio_per_pair": ratios}
+                times[arm] += ARMS[arm](cfg, seeds, Path(root), splits)
+    interval = stats.bootstrap((times["sequential"], times["packed"]), ratio_of_medians,
+                               vectorized=False, n_resamples=2000, random_state=0,
+                               method="percentile").confidence_interval
+    batch = cfg.train.batch_size
+    return {"shape": shape, "seeds": seeds, "steps": steps, "batch_size": batch,
+            "repeats": repeats, "step_times_s": times,
+            "samples_per_s": {arm: batch / float(np.median(t)) for arm, t in times.items()},
+            "ratio": ratio_of_medians(times["sequential"], times["packed"]),
+            "ratio_95": [float(interval.low), float(interval.high)]}
 
 
 def cpu_name() -> str:
@@ -118,15 +140,15 @@ def markdown(report: dict) -> str:
     lines = [f"Seed packing on {report['cpu']}, {report['threads']} thread, torch "
              f"{report['torch']}, {report['date']}, load average "
              f"{report['load_average'][0]:.1f} -> {report['load_average'][1]:.1f}.", "",
-             "| shape | K seeds | steps/seed | sequential samples/s | packed samples/s | "
-             "packed / sequential (median) | per-pair range |",
-             "|---|---|---|---|---|---|---|"]
+             "| shape | K seeds | steps/seed x repeats | sequential samples/s | "
+             "packed samples/s | packed / sequential [95% CI] |",
+             "|---|---|---|---|---|---|"]
     for row in report["rows"]:
-        pairs = row["ratio_per_pair"]
-        lines.append(f"| {row['shape']} | {row['seeds']} | {row['steps']} | "
+        low, high = row["ratio_95"]
+        lines.append(f"| {row['shape']} | {row['seeds']} | {row['steps']} x {row['repeats']} | "
                      f"{row['samples_per_s']['sequential']:.0f} | "
-                     f"{row['samples_per_s']['packed']:.0f} | {row['ratio']:.3f} | "
-                     f"{min(pairs):.3f}-{max(pairs):.3f} |")
+                     f"{row['samples_per_s']['packed']:.0f} | {row['ratio']:.3f} "
+                     f"[{low:.3f}, {high:.3f}] |")
     return "\n".join(lines) + "\n"
 
 
@@ -135,7 +157,7 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[4, 8], metavar="K")
     parser.add_argument("--steps", type=int, default=30, help="training steps per seed")
-    parser.add_argument("--repeats", type=int, default=3, help="A B pairs per row")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each arm per row")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(1)
