@@ -150,7 +150,6 @@ def ddp_pack_worker(rank: int, world_size: int, port: int, base: dict, root: str
     leave_distributed()
 
 
-@pytest.mark.slow
 def test_a_pack_trains_under_ddp(solo, base, tmp_path):
     """Two gloo processes, each seed one DDP run of the pack: the same numbers as one
     process up to DDP's reduction order (the tolerance of test_train's DDP test)."""
