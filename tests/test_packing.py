@@ -191,6 +191,11 @@ def test_seed_split_keeps_run_ids_and_selects_order_and_init(base):
     weights = [initial_model(c, spec).state_dict() for c in (cfg, same, moved)]
     torch.manual_seed(3)
     legacy = build_for(cfg, spec).state_dict()  # how every earlier run was initialised
+    legacy_rng = torch.get_rng_state()
+    initial_model(cfg, spec)
+    assert torch.equal(torch.get_rng_state(), legacy_rng)  # training draws on from there
+    initial_model(cfg.replace({"train.coupled_init": True}), spec)
+    assert torch.equal(torch.get_rng_state(), legacy_rng)  # coupling leaves the stream alone
     for name, tensor in legacy.items():
         assert torch.equal(weights[0][name], tensor) and torch.equal(weights[1][name], tensor)
     assert not torch.equal(weights[2]["latents"], legacy["latents"])
