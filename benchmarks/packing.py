@@ -4,14 +4,15 @@ after another, in one process, the two arms alternated (A B, B A, ...) so that l
 from elsewhere on a shared machine falls on both.
 
 Samples/s is the batch over the median step time (each step timed alone: one `next` of a
-run's step generator, or one turn of one seed in the pack, RNG swap included), medians
-because load from elsewhere comes in bursts; the ratio's interval is a bootstrap over
-steps. Both arms train real Fashion-MNIST batches through the training loop's own steps (data,
-forward, backward, LAMB, schedule; one checkpoint at the end) for --steps steps per seed,
-one thread, no validation split (data.val_size=0) and no test pass: what is timed is the
-training that packing changes. Building the models and loading the data are outside the
-timing in both arms (a pack loads the data once for K seeds, where a sweep of solo runs
-loads it K times, in K processes: a saving this benchmark leaves out).
+run's step generator, or one turn of one seed in the pack, RNG swap included); the ratio
+is the geometric mean over repeats of the paired runs' median step times, with a t
+interval over the repeats (`summarise`). Both arms train real Fashion-MNIST batches
+through the training loop's own steps (data, forward, backward, LAMB, schedule; one
+checkpoint at the end) for --steps steps per seed, one thread, no validation split
+(data.val_size=0) and no test pass: what is timed is the training that packing changes.
+Building the models and loading the data are outside the timing in both arms (a pack
+loads the data once for K seeds, where a sweep of solo runs loads it K times, in K
+processes: a saving this benchmark leaves out).
 
 Shapes: `demo` (experiments/sweeps/demo.yaml's base: N=32, D=64, 4 blocks, 2 cross-attends,
 batch 64) and `fashion-mnist` (the default preset: 2 blocks, batch 64).
@@ -99,31 +100,39 @@ def packed(cfg: RunConfig, seeds: int, root: Path, splits) -> list[float]:
 ARMS = {"sequential": sequential, "packed": packed}
 
 
-def ratio_of_medians(first, second) -> float:
-    return float(np.median(first) / np.median(second))
-
-
 def measure(shape: str, seeds: int, steps: int, repeats: int) -> dict:
-    """Per-step times of both arms, alternated A B, B A, ... (so that neither always runs
-    first), and the ratio of their median step times with a bootstrap 95% interval.
-    Medians, because load from elsewhere on a shared machine comes in bursts."""
+    """Per-step times of both arms, run `repeats` times each, alternated A B, B A, ... (so
+    that neither always runs first)."""
     cfg = shape_config(shape, steps)
     splits = load_splits(cfg)
-    times: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    times: dict[str, list[list[float]]] = {arm: [] for arm in ARMS}
     for repeat in range(repeats):
         order = list(ARMS) if repeat % 2 == 0 else list(ARMS)[::-1]
         for arm in order:
             with tempfile.TemporaryDirectory() as root:
-                times[arm] += ARMS[arm](cfg, seeds, Path(root), splits)
-    interval = stats.bootstrap((times["sequential"], times["packed"]), ratio_of_medians,
-                               vectorized=False, n_resamples=2000, random_state=0,
-                               method="percentile").confidence_interval
-    batch = cfg.train.batch_size
-    return {"shape": shape, "seeds": seeds, "steps": steps, "batch_size": batch,
-            "repeats": repeats, "step_times_s": times,
-            "samples_per_s": {arm: batch / float(np.median(t)) for arm, t in times.items()},
-            "ratio": ratio_of_medians(times["sequential"], times["packed"]),
-            "ratio_95": [float(interval.low), float(interval.high)]}
+                times[arm].append(ARMS[arm](cfg, seeds, Path(root), splits))
+    return summarise({"shape": shape, "seeds": seeds, "steps": steps,
+                      "batch_size": cfg.train.batch_size, "repeats": repeats,
+                      "step_times_s": times})
+
+
+def summarise(row: dict) -> dict:
+    """Samples/s of each arm (the batch over the median step time of all its runs) and the
+    packed / sequential ratio with a 95% interval over the repeats: each run's median step
+    time (medians, as load from elsewhere comes in bursts), the i-th run of each arm
+    paired, a t interval of the log ratios. Load that covers a whole run moves a run's
+    median, so the interval is over runs, not steps."""
+    times = row["step_times_s"]
+    medians = {arm: np.array([np.median(run) for run in runs]) for arm, runs in times.items()}
+    logs = np.log(medians["sequential"] / medians["packed"])
+    low, high = stats.ttest_1samp(logs, 0.0).confidence_interval(0.95)
+    everything = {arm: np.concatenate(runs) for arm, runs in times.items()}
+    return {**row,
+            "samples_per_s": {arm: row["batch_size"] / float(np.median(t))
+                              for arm, t in everything.items()},
+            "run_medians_s": {arm: m.tolist() for arm, m in medians.items()},
+            "ratio": float(np.exp(logs.mean())),
+            "ratio_95": [float(np.exp(low)), float(np.exp(high))]}
 
 
 def cpu_name() -> str:
@@ -141,7 +150,7 @@ def markdown(report: dict) -> str:
              f"{report['torch']}, {report['date']}, load average "
              f"{report['load_average'][0]:.1f} -> {report['load_average'][1]:.1f}.", "",
              "| shape | K seeds | steps/seed x repeats | sequential samples/s | "
-             "packed samples/s | packed / sequential [95% CI] |",
+             "packed samples/s | packed / sequential [95% CI over repeats] |",
              "|---|---|---|---|---|---|"]
     for row in report["rows"]:
         low, high = row["ratio_95"]
@@ -157,7 +166,7 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[4, 8], metavar="K")
     parser.add_argument("--steps", type=int, default=30, help="training steps per seed")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each arm per row")
+    parser.add_argument("--repeats", type=int, default=4, help="runs of each arm per row")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(1)
