@@ -13,7 +13,7 @@ TORCH ?= torch==2.13.0
 DEB_PACKAGES := slurm-wlm munge iproute2 dataset-fashion-mnist postgresql chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup debian test test-slow demo bench lint clean-venv
+.PHONY: setup debian test test-slow demo bench bench-packing lint clean-venv
 
 setup: debian $(VENV)/.installed
 
@@ -54,6 +54,9 @@ demo: setup
 
 bench: setup $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/run.py
+
+bench-packing: setup
+	$(BIN)/python benchmarks/packing.py
 
 lint: setup
 	$(BIN)/ruff check perceiver_core experiments analysis tests benchmarks

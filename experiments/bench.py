@@ -182,7 +182,7 @@ def measure(cfg: RunConfig, *, warmup: int = 2, steps: int = 5,
     memory = PeakMemory(device)
     memory.start()
     batch = synthetic_batch(cfg, spec, batch_size, device)
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.weights_seed)
     model = make_model(cfg, spec).to(device)
     params = sum(p.numel() for p in model.parameters())  # shared weights once
     env = Distributed(rank=0, world_size=1, device=device)

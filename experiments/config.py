@@ -110,6 +110,14 @@ class TrainConfig:
     grad_clip: float | None = None
     label_smoothing: float = 0.0
     seed: int = 0
+    # Common random numbers (docs/verdicts.md, "Paired seeds"): the seed splits into the
+    # batch order's seed and the initialisation's; null = train.seed for both.
+    data_seed: int | None = None
+    init_seed: int | None = None
+    # Each parameter drawn from a generator of (init seed, its name, its shape), so configs
+    # that share a parameter by name and shape start it identical; off = the modules' own
+    # initialisation from one stream, which every earlier run used.
+    coupled_init: bool = False
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
     eval_every: int | None = None  # steps between evaluations; null = once per epoch
@@ -132,6 +140,16 @@ class TrainConfig:
         if self.grad_clip is not None:
             check_min("train", "grad_clip", self.grad_clip, 0, strict=True)
 
+    @property
+    def order_seed(self) -> int:
+        """The seed of the batch order and augmentations."""
+        return self.seed if self.data_seed is None else self.data_seed
+
+    @property
+    def weights_seed(self) -> int:
+        """The seed of the initial weights."""
+        return self.seed if self.init_seed is None else self.init_seed
+
 
 SECTIONS: dict[str, type] = {
     "model": ModelConfig, "encoding": EncodingConfig, "data": DataConfig, "train": TrainConfig}
@@ -142,6 +160,8 @@ SECTIONS: dict[str, type] = {
 # often a checkpoint is taken (resuming is exact). tests/test_identity.py trains each one
 # both ways and compares the metrics.
 NON_SEMANTIC = ("data.num_workers", "data.root", "train.checkpoint_every")
+# Seeds that default to train.seed: one set to train.seed's value is the default run.
+SEED_ALIASES = ("train.data_seed", "train.init_seed")
 
 
 @dataclass(frozen=True)
@@ -161,8 +181,11 @@ class RunConfig:
     def signature(self) -> dict[str, Any]:
         """What the run id hashes: the semantic keys whose values differ from the
         vocabulary's defaults. A key added later with a default leaves every id as it was."""
-        defaults = type(self)().flat()
-        return {key: value for key, value in self.flat().items()
+        defaults, values = type(self)().flat(), self.flat()
+        for key in SEED_ALIASES:
+            if values[key] == values["train.seed"]:
+                values[key] = None
+        return {key: value for key, value in values.items()
                 if key not in NON_SEMANTIC and value != defaults[key]}
 
     @property

@@ -64,6 +64,7 @@ from experiments.records import (
     write_jsonl,
     write_yaml,
 )
+from experiments.seeding import couple_init
 from experiments.tensorboard import EventLog
 from perceiver_core import build_model, count_flops
 from perceiver_core.config import ConfigError
@@ -149,6 +150,17 @@ def build_for(cfg: RunConfig, spec) -> torch.nn.Module:
     """cfg's model for inputs of `spec` (an InputSpec, possibly of several modalities)."""
     return build_model(cfg.model, cfg.encoding, spec.channels, spec.index_shape,
                        spec.modalities)
+
+
+def initial_model(cfg: RunConfig, spec) -> torch.nn.Module:
+    """cfg's model at its initial weights, drawn at train's init seed: from the global stream,
+    or module by module from generators of their own with train.coupled_init
+    (experiments/seeding.py)."""
+    torch.manual_seed(cfg.train.weights_seed)
+    model = build_for(cfg, spec)
+    if cfg.train.coupled_init:
+        couple_init(model, cfg.train.weights_seed)
+    return model
 
 
 def config_flops(cfg: RunConfig) -> dict:
@@ -257,7 +269,7 @@ def evaluate(model, split, batch_size: int, cfg: RunConfig, env: Distributed):
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=env.device)
     scores, targets = [], []
-    for batch in split.batches(batch_size, seed=cfg.train.seed, epoch=0, train=False,
+    for batch in split.batches(batch_size, seed=cfg.train.order_seed, epoch=0, train=False,
                                rank=env.rank, world_size=env.world_size):
         if len(batch.labels) == 0:  # this rank's share of the last batch is empty
             continue
@@ -354,7 +366,9 @@ def train_step(trainer, optimizer, scheduler, batch, cfg: RunConfig,
 class Run:
     """The state of one run in this process, and the records it writes (rank 0 only)."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, env: Distributed, on_eval):
+    def __init__(self, cfg: RunConfig, run_dir: Path, env: Distributed, on_eval, splits=None):
+        """`splits`: cfg's data (load_splits), when the caller has loaded it already (the
+        seeds of a pack share one copy)."""
         self.cfg, self.run_dir, self.env, self.on_eval = cfg, run_dir, env, on_eval
         tc = cfg.train
         # bf16 asked for on a GPU without it fails here, before anything is written.
@@ -367,7 +381,7 @@ class Run:
                               f"divisible by the {env.world_size} processes")
         self.batch_size = tc.batch_size // env.world_size  # per rank
         # Everything that can fail on bad input happens before the run folder exists.
-        self.splits = load_splits(cfg)
+        self.splits = splits or load_splits(cfg)
         spec = self.splits.spec
         self.metric = spec.metric  # val_acc / test_acc, or val_map / test_map
         if spec.multi_label and cfg.train.label_smoothing:
@@ -386,8 +400,7 @@ class Run:
         self.total_steps = planning.total_steps(tc, self.steps_per_epoch)
         self.eval_every = tc.eval_every or self.steps_per_epoch
 
-        torch.manual_seed(tc.seed)
-        self.model = build_for(cfg, spec).to(env.device)
+        self.model = initial_model(cfg, spec).to(env.device)
         self.counts = config_flops(cfg)
         if self.counts["unsupported_ops"]:
             print("warning: FLOPs miss ops fvcore cannot count: "
@@ -448,9 +461,7 @@ class Run:
         self.progress.wall_time_s = self.wall_time()
         if not self.env.is_main:
             return
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+        rng = rng_state()
         buffer = io.BytesIO()
         torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(), "step": self.progress.step,
@@ -469,9 +480,7 @@ class Run:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"]["torch"])
-            if "cuda" in state["rng"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            set_rng_state(state["rng"])
             progress = state["progress"]
             if "best_val_acc" in progress:  # checkpoints written before mAP existed
                 progress["best_val_score"] = progress.pop("best_val_acc")
@@ -548,12 +557,24 @@ class Run:
 
     def fit(self) -> str:
         """Train to total_steps: 'completed', or 'diverged' at the first non-finite loss."""
+        steps = self.steps()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as end:
+                return end.value
+
+    def steps(self):
+        """fit() one optimizer step at a time: a generator that yields after each step (its
+        records written) and returns fit's status, so that a pack (experiments/packing.py)
+        can take turns between the runs of its seeds. Time spent away from the generator
+        is not this run's training time."""
         tc, p = self.cfg.train, self.progress
         tick = last_log = time.perf_counter()
         while p.step < self.total_steps:
             epoch, start = divmod(p.step, self.steps_per_epoch)
             for batch in self.splits.train.batches(
-                    self.batch_size, seed=tc.seed, epoch=epoch, train=True,
+                    self.batch_size, seed=tc.order_seed, epoch=epoch, train=True,
                     start_batch=start, rank=self.env.rank, world_size=self.env.world_size):
                 lr = self.optimizer.param_groups[0]["lr"]
                 stats = train_step(self.trainer, self.optimizer, self.scheduler, batch,
@@ -588,6 +609,8 @@ class Run:
                     tick = time.perf_counter()  # evaluation and records are not training time
                 if done:
                     break
+                yield
+                tick = time.perf_counter()
         return "completed"
 
     def log_progress(self, lr: float) -> None:
@@ -605,7 +628,10 @@ class Run:
             f"lr {lr:.2e} | {rate:.0f} samples/s | ETA {duration(left)}", self.env)
 
     def finish(self) -> dict:
-        status = self.fit()
+        return self.conclude(self.fit())
+
+    def conclude(self, status: str) -> dict:
+        """Test a completed run and write its final result.json."""
         if status == "completed":
             test_loss, test_score = evaluate(self.net, self.splits.test, self.batch_size,
                                              self.cfg, self.env)
@@ -613,6 +639,20 @@ class Run:
             score = "-" if test_score is None else f"{100 * test_score:.2f}%"
             log(f"test loss/{self.metric} {test_loss:.4f} / {score}", self.env)
         return self.write_result(status)
+
+
+def rng_state() -> dict:
+    """The global RNG streams a run draws from (a checkpoint keeps them)."""
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def log(message: str, env: Distributed) -> None:
@@ -649,9 +689,14 @@ def train_run(cfg: RunConfig, run_dir: Path, *,
             record_end(run, stop.status, str(stop))
             raise
         except Exception as exc:
-            tail = "".join(traceback.format_exception(exc)[-6:])
-            record_end(run, "failed", f"{type(exc).__name__}: {exc}\n{tail}")
+            record_failure(run, exc)
             raise
+
+
+def record_failure(run: Run, exc: Exception) -> None:
+    """Record `failed` with the exception and its traceback's tail."""
+    tail = "".join(traceback.format_exception(exc)[-6:])
+    record_end(run, "failed", f"{type(exc).__name__}: {exc}\n{tail}")
 
 
 def record_end(run: Run, status: str, error: str) -> None:

@@ -67,9 +67,9 @@ class Perceiver(nn.Module):
         check_heads("cross-attend qk channels", qk, cfg.cross_heads, hint)
         check_heads("cross-attend v channels", v, cfg.cross_heads, hint)
 
+        self.init_scale = cfg.init_scale
         self.latents = nn.Parameter(torch.empty(cfg.num_latents, latent))
-        nn.init.trunc_normal_(self.latents, std=cfg.init_scale,
-                              a=-2 * cfg.init_scale, b=2 * cfg.init_scale)
+        self.reset_parameters()
 
         def make_cross():
             return CrossAttend(latent, channels, qk, v, cfg.cross_heads,
@@ -86,6 +86,12 @@ class Perceiver(nn.Module):
         self.latent_transformer = shared(make_block, cfg.num_blocks, cfg.share_latent_blocks)
         self.head = nn.Linear(latent, cfg.num_classes)
         self.schedule = schedule(cfg)
+
+    def reset_parameters(self) -> None:
+        """(Re)draw this module's own parameter, the latent array, as nn.Linear's does its
+        own: a caller can then re-draw every module from a generator of its own."""
+        nn.init.trunc_normal_(self.latents, std=self.init_scale,
+                              a=-2 * self.init_scale, b=2 * self.init_scale)
 
     def forward(self, inputs: Tensor, positions: Tensor | None = None,
                 return_attention: bool = False):

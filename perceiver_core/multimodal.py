@@ -38,9 +38,13 @@ class MultimodalEncoding(nn.Module):
         featured = [c + e.channels for c, e in zip(self.widths, self.encodings, strict=True)]
         common = max(featured) + padding
         self.embeddings = nn.ParameterList(nn.Parameter(torch.empty(common - f)) for f in featured)
+        self.reset_parameters()
+        self.channels = common - input_channels
+
+    def reset_parameters(self) -> None:
+        """(Re)draw the modality embeddings (see Perceiver.reset_parameters)."""
         for embedding in self.embeddings:
             nn.init.trunc_normal_(embedding, std=0.02, a=-0.04, b=0.04)
-        self.channels = common - input_channels
 
     def forward(self, inputs: Tensor, positions: Tensor | None) -> Tensor:
         if inputs.shape[-2] != sum(self.sizes):

@@ -79,6 +79,11 @@ class PositionEncoding(nn.Module):
                          "none": 0}[cfg.kind]
         if cfg.kind == "learned":
             self.table = nn.Parameter(torch.empty(math.prod(self.index_shape), self.channels))
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """(Re)draw the learned table, if any (see Perceiver.reset_parameters)."""
+        if self.kind == "learned":
             nn.init.trunc_normal_(self.table, std=0.02, a=-0.04, b=0.04)
 
     def features(self, positions: Tensor | None) -> Tensor | None:

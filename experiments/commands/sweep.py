@@ -42,6 +42,10 @@ def add_arguments(parser):
     parser.add_argument("--runs-per-job", type=int, metavar="K",
                         help="train K runs one after another in each job (default: 1 on "
                              "SLURM; on the local executor, spread the runs over the cores)")
+    parser.add_argument("--pack-seeds", type=int, default=1, metavar="K",
+                        help="train up to K seeds of each config together in one process, "
+                             "one task per pack (default: 1, no packing); the local "
+                             "executor spreads the packs over the cores")
     parser.add_argument("--rerun-failed", action="store_true",
                         help="also resubmit runs that failed")
 
@@ -131,6 +135,11 @@ def run(args) -> int:
         return 0
     if args.runs_per_job is not None and args.runs_per_job < 1:
         raise ConfigError(f"--runs-per-job={args.runs_per_job} must be >= 1")
+    if args.pack_seeds < 1:
+        raise ConfigError(f"--pack-seeds={args.pack_seeds} must be >= 1 (1 = no packing)")
+    if args.pack_seeds > 1 and args.runs_per_job is not None:
+        raise ConfigError("--runs-per-job and --pack-seeds both set what a job trains: with "
+                          "--pack-seeds each job trains whole packs; drop --runs-per-job")
     profile = load_profile(args.cluster)
     folder = Path(args.out) if args.out else RESULTS / sweep.name
     todo, kept = plan(sweep, folder, args.rerun_failed)
@@ -142,15 +151,17 @@ def run(args) -> int:
               "running or failed")
     else:
         entry = submit(sweep, todo, folder, profile, executor=args.executor,
-                       runs_per_job=args.runs_per_job, profile_overrides=cluster_overrides)
+                       runs_per_job=args.runs_per_job, pack_seeds=args.pack_seeds,
+                       profile_overrides=cluster_overrides)
         jobs = entry["jobs"]
         submitted = sum(len(job["run_ids"]) for job in jobs)
         if submitted < len(todo):
             print(f"{len(todo) - submitted} run(s) were submitted by another command into "
                   f"{folder} meanwhile, not submitted again")
+        packed = (f", seeds packed by up to {args.pack_seeds}" if args.pack_seeds > 1 else "")
         print(f"submitted {submitted} run(s) of {sweep.path} as {len(jobs)} {args.executor} "
-              f"job(s) ({entry['runs_per_job']} run(s) per job, {entry['threads'] or 'default'}"
-              f" thread(s) each) at {entry['submitted_at']}:")
+              f"job(s) (up to {entry['runs_per_job']} run(s) per job{packed}, "
+              f"{entry['threads'] or 'default'} thread(s) each) at {entry['submitted_at']}:")
         for job in jobs:
             print(f"  job {job['job_id']}: {' '.join(job['run_ids'])}")
         print(f"follow them with: perceiver-ablate status {folder}")

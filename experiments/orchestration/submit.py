@@ -8,9 +8,11 @@ checkpoints itself as it trains and `train_run` resumes from there (or returns a
 a finished run), so a requeued job simply starts over its list of runs.
 
 One job trains one run, or K runs one after another (`--runs-per-job K`, so that tiny
-runs do not flood the scheduler). SLURM jobs go out as one array, throttled by the
-profile's `array_parallelism`. A job with several tasks (`tasks_per_node`, one per GPU)
-runs `__call__` in every task and `train_run` joins them into one DDP run.
+runs do not flood the scheduler), or packs of up to K seeds of one config, each pack
+trained together in one process (`--pack-seeds K`, experiments/packing.py). SLURM jobs go
+out as one array, throttled by the profile's `array_parallelism`. A job with several tasks
+(`tasks_per_node`, one per GPU) runs `__call__` in every task and `train_run` joins them
+into one DDP run.
 """
 
 from __future__ import annotations
@@ -30,15 +32,17 @@ from experiments.locks import folder_lock
 from experiments.orchestration.cluster import Profile, Requeueable, make_executor
 from experiments.orchestration.sweeps import Point, Sweep
 from experiments.orchestration.tracking import add_submission, relative, run_states
+from experiments.packing import packs
 
 SUBMITTABLE = ("new", "failed")
 
 
 class SweepJob(Requeueable):
-    """Trains `runs` ([(run folder, nested config)]) one after another."""
+    """Trains `packs` ([[(run folder, nested config)]]) one after another, the runs of a
+    pack together (a pack of one is a plain run)."""
 
-    def __init__(self, runs: list[tuple[str, dict]], threads: int | None = None):
-        self.runs = runs
+    def __init__(self, packs: list[list[tuple[str, dict]]], threads: int | None = None):
+        self.packs = packs
         self.threads = threads
 
     def __call__(self) -> dict[str, str]:
@@ -46,26 +50,29 @@ class SweepJob(Requeueable):
         import torch
 
         from experiments.distributed import leave_distributed
-        from experiments.train import train_run
+        from experiments.packing import train_pack
 
         if self.threads:
             torch.set_num_threads(self.threads)
         statuses, failed = {}, []
-        for run_dir, config in self.runs:
+        for pack in self.packs:
+            dirs = [run_dir for run_dir, _ in pack]
             try:
-                statuses[run_dir] = train_run(RunConfig.from_dict(config), Path(run_dir))["status"]
+                results = train_pack([RunConfig.from_dict(c) for _, c in pack], dirs)
+                statuses.update({d: r["status"] for d, r in zip(dirs, results, strict=True)})
             except submitit.core.utils.UncompletedJobError:
                 raise  # out of requeues: this job is over
             except Exception:
-                if len(self.runs) == 1:
+                if len(self.packs) == 1:
                     raise
-                # train_run recorded `failed` if it got that far; the job's other runs
+                # train_pack recorded `failed` if it got that far; the job's other runs
                 # still get trained, and the job ends in an error that names the failures.
-                print(f"run {run_dir} failed:\n{traceback.format_exc()}", file=sys.stderr,
-                      flush=True)
-                failed.append(run_dir)
+                print(f"run(s) {' '.join(dirs)} failed:\n{traceback.format_exc()}",
+                      file=sys.stderr, flush=True)
+                failed += dirs
         if failed:
-            raise RuntimeError(f"{len(failed)} of {len(self.runs)} runs failed: {failed}")
+            raise RuntimeError(f"{len(failed)} of {sum(map(len, self.packs))} runs failed: "
+                               f"{failed}")
         leave_distributed()
         return statuses
 
@@ -78,10 +85,10 @@ def local_layout(num_runs: int, runs_per_job: int | None,
                  available: int | None = None) -> tuple[int, int]:
     """(runs per job, torch threads per task) for the local executor, which starts every
     job at once: by default one job per core, each training its share of the runs with one
-    thread. Independent runs scale almost linearly with cores, while one small Perceiver
-    on a CPU gains little from more intra-op threads (docs/performance.md, "Threads"), so
-    one thread per run gets the most runs done; a sweep with fewer runs than cores gives
-    each run the spare cores as threads."""
+    thread (with --pack-seeds, a "run" here is a pack). Independent runs scale almost
+    linearly with cores, while one small Perceiver on a CPU gains little from more intra-op
+    threads (docs/performance.md, "Threads"), so one thread per run gets the most runs
+    done; a sweep with fewer runs than cores gives each run the spare cores as threads."""
     available = available or cores()
     if runs_per_job is None:
         runs_per_job = math.ceil(num_runs / min(num_runs, available))
@@ -110,7 +117,7 @@ def plan(sweep: Sweep, folder: Path, rerun_failed: bool = False
 
 
 def submit(sweep: Sweep, points: list[Point], folder: Path, profile: Profile, *,
-           executor: str = "local", runs_per_job: int | None = None,
+           executor: str = "local", runs_per_job: int | None = None, pack_seeds: int = 1,
            profile_overrides: dict | None = None) -> dict:
     """Submit `points` (as one array on SLURM) and record the submission in the sweep
     folder's manifest; returns the submission entry. The debug executor trains them here,
@@ -133,7 +140,7 @@ def submit(sweep: Sweep, points: list[Point], folder: Path, profile: Profile, *,
             return {"submitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "jobs": [], "runs_per_job": 0, "threads": None}
         entry, jobs = submit_claimed(sweep, points, folder, ex, effective, executor=executor,
-                                     runs_per_job=runs_per_job)
+                                     runs_per_job=runs_per_job, pack_seeds=pack_seeds)
     if executor == "debug":
         for job in jobs:
             job.result()
@@ -141,23 +148,30 @@ def submit(sweep: Sweep, points: list[Point], folder: Path, profile: Profile, *,
 
 
 def submit_claimed(sweep: Sweep, points: list[Point], folder: Path, ex, effective: Profile,
-                   *, executor: str, runs_per_job: int | None) -> tuple[dict, list]:
+                   *, executor: str, runs_per_job: int | None,
+                   pack_seeds: int = 1) -> tuple[dict, list]:
     """(manifest entry, submitit jobs) of points nobody else submits (the lock is held);
-    `ex` is the executor made from `effective`, the profile with its overrides."""
+    `ex` is the executor made from `effective`, the profile with its overrides. With
+    pack_seeds > 1 the unit of a job is a pack of seeds (runs_per_job is then None)."""
+    units = (packs(points, pack_seeds, lambda p: p.config) if pack_seeds > 1
+             else [[p] for p in points])
     if executor == "local":  # one task per job: the local executor ignores tasks_per_node
-        per_job, threads = local_layout(len(points), runs_per_job)
+        per_job, threads = local_layout(len(units), runs_per_job)
     else:  # SLURM: the job's CPUs; debug: this process's own setting
         per_job = runs_per_job or 1
         threads = effective.cpus_per_task if executor == "slurm" else None
-    groups = [points[i:i + per_job] for i in range(0, len(points), per_job)]
-    jobs = ex.submit_array([SweepJob([(str((folder / p.run_id).resolve()), p.config.to_dict())
-                                      for p in group], threads) for group in groups])
+    job_units = [units[i:i + per_job] for i in range(0, len(units), per_job)]
+    groups = [[p for unit in chunk for p in unit] for chunk in job_units]
+    jobs = ex.submit_array([SweepJob([[(str((folder / p.run_id).resolve()), p.config.to_dict())
+                                       for p in unit] for unit in chunk], threads)
+                            for chunk in job_units])
     entry = {
         "submitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "sweep_file": str(sweep.path), "spec": sweep.spec, "overrides": sweep.overrides,
         "executor": executor, "cluster": effective.name,
         "profile": dataclasses.asdict(effective),
-        "runs_per_job": per_job, "threads": threads, "host": socket.gethostname(),
+        "runs_per_job": max(map(len, groups)), "pack_seeds": pack_seeds,
+        "threads": threads, "host": socket.gethostname(),
         "jobs": [job_entry(job, group, folder, in_process=executor == "debug")
                  for job, group in zip(jobs, groups, strict=True)]}
     add_submission(folder, [{"run_id": p.run_id, "params": p.params,

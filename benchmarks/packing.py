@@ -1,0 +1,186 @@
+"""`make bench-packing` (= `python benchmarks/packing.py`): training samples/s of K seeds
+packed into one process (experiments/packing.py) against the same K seeds trained one
+after another, in one process, the two arms alternated (A B, B A, ...) so that load
+from elsewhere on a shared machine falls on both.
+
+Samples/s is the batch over the median step time (each step timed alone: one `next` of a
+run's step generator, or one turn of one seed in the pack, RNG swap included); the ratio
+is the geometric mean over repeats of the paired runs' median step times, with a t
+interval over the repeats (`summarise`). Both arms train real Fashion-MNIST batches
+through the training loop's own steps (data, forward, backward, LAMB, schedule; one
+checkpoint at the end) for --steps steps per seed, one thread, no validation split
+(data.val_size=0) and no test pass: what is timed is the training that packing changes.
+Building the models and loading the data are outside the timing in both arms (a pack
+loads the data once for K seeds, where a sweep of solo runs loads it K times, in K
+processes: a saving this benchmark leaves out).
+
+Shapes: `demo` (experiments/sweeps/demo.yaml's base: N=32, D=64, 4 blocks, 2 cross-attends,
+batch 64) and `fashion-mnist` (the default preset: 2 blocks, batch 64).
+
+Results: benchmarks/results/packing.json and packing.md (docs/performance.md, "Seed
+packing", quotes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from experiments.config import RunConfig, load_config
+from experiments.data import load_splits
+from experiments.distributed import Distributed
+from experiments.orchestration.sweeps import load_sweep
+from experiments.packing import Seed
+from experiments.train import Run
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SHAPES = ("demo", "fashion-mnist")
+BENCH = {"data.val_size": 0, "train.eval_every": None}
+
+
+def shape_config(shape: str, steps: int) -> RunConfig:
+    overrides = {**BENCH, "train.max_steps": steps}
+    if shape == "demo":
+        return load_sweep("demo").points[0].config.replace(overrides)
+    return load_config(None, overrides)
+
+
+def runs(cfg: RunConfig, seeds: int, root: Path, splits) -> list[Run]:
+    env = Distributed(0, 1, torch.device("cpu"))
+    built = []
+    for seed in range(seeds):
+        run = Run(cfg.replace({"train.seed": seed}), root / f"seed{seed}", env, None, splits)
+        run.start()
+        built.append(run)
+    return built
+
+
+def sequential(cfg: RunConfig, seeds: int, root: Path, splits) -> list[float]:
+    """Seconds of each optimizer step of `seeds` runs trained one after another."""
+    times = []
+    for run in runs(cfg, seeds, root, splits):
+        steps = run.steps()
+        while True:
+            tick = time.perf_counter()
+            try:
+                next(steps)
+            except StopIteration:
+                break
+            times.append(time.perf_counter() - tick)
+    return times
+
+
+def packed(cfg: RunConfig, seeds: int, root: Path, splits) -> list[float]:
+    """Seconds of each optimizer step of `seeds` runs trained as a pack: one turn of one
+    seed, its RNG swap included."""
+    live = [Seed(run) for run in runs(cfg, seeds, root, splits)]
+    times = []
+    while live:
+        for seed in list(live):
+            tick = time.perf_counter()
+            if seed.turn() is not None:
+                live.remove(seed)
+                continue
+            times.append(time.perf_counter() - tick)
+    return times
+
+
+ARMS = {"sequential": sequential, "packed": packed}
+
+
+def measure(shape: str, seeds: int, steps: int, repeats: int) -> dict:
+    """Per-step times of both arms, run `repeats` times each, alternated A B, B A, ... (so
+    that neither always runs first)."""
+    cfg = shape_config(shape, steps)
+    splits = load_splits(cfg)
+    times: dict[str, list[list[float]]] = {arm: [] for arm in ARMS}
+    for repeat in range(repeats):
+        order = list(ARMS) if repeat % 2 == 0 else list(ARMS)[::-1]
+        for arm in order:
+            with tempfile.TemporaryDirectory() as root:
+                times[arm].append(ARMS[arm](cfg, seeds, Path(root), splits))
+    return summarise({"shape": shape, "seeds": seeds, "steps": steps,
+                      "batch_size": cfg.train.batch_size, "repeats": repeats,
+                      "step_times_s": times})
+
+
+def summarise(row: dict) -> dict:
+    """Samples/s of each arm (the batch over the median step time of all its runs) and the
+    packed / sequential ratio with a 95% interval over the repeats: each run's median step
+    time (medians, as load from elsewhere comes in bursts), the i-th run of each arm
+    paired, a t interval of the log ratios. Load that covers a whole run moves a run's
+    median, so the interval is over runs, not steps."""
+    times = row["step_times_s"]
+    medians = {arm: np.array([np.median(run) for run in runs]) for arm, runs in times.items()}
+    logs = np.log(medians["sequential"] / medians["packed"])
+    low, high = stats.ttest_1samp(logs, 0.0).confidence_interval(0.95)
+    everything = {arm: np.concatenate(runs) for arm, runs in times.items()}
+    return {**row,
+            "samples_per_s": {arm: row["batch_size"] / float(np.median(t))
+                              for arm, t in everything.items()},
+            "run_medians_s": {arm: m.tolist() for arm, m in medians.items()},
+            "ratio": float(np.exp(logs.mean())),
+            "ratio_95": [float(np.exp(low)), float(np.exp(high))]}
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return platform.processor()
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines()
+             if line.startswith("Model name")]
+    return names[0] if names else platform.processor()
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Seed packing on {report['cpu']}, {report['threads']} thread, torch "
+             f"{report['torch']}, {report['date']}, load average "
+             f"{report['load_average'][0]:.1f} -> {report['load_average'][1]:.1f}.", "",
+             "| shape | K seeds | steps/seed x repeats | sequential samples/s | "
+             "packed samples/s | packed / sequential [95% CI over repeats] |",
+             "|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        low, high = row["ratio_95"]
+        lines.append(f"| {row['shape']} | {row['seeds']} | {row['steps']} x {row['repeats']} | "
+                     f"{row['samples_per_s']['sequential']:.0f} | "
+                     f"{row['samples_per_s']['packed']:.0f} | {row['ratio']:.3f} "
+                     f"[{low:.3f}, {high:.3f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[4, 8], metavar="K")
+    parser.add_argument("--steps", type=int, default=30, help="training steps per seed")
+    parser.add_argument("--repeats", type=int, default=4, help="runs of each arm per row")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    load_before = os.getloadavg()[0]
+    rows = [measure(shape, k, args.steps, args.repeats)
+            for shape in args.shapes for k in args.seeds]
+    report = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+              "load_average": [load_before, os.getloadavg()[0]], "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "packing.json").write_text(json.dumps(report, indent=1))
+    (args.out / "packing.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
