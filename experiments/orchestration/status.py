@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from experiments.formatting import human, table
-from experiments.orchestration.tracking import run_states
+from experiments.orchestration.tracking import headline, run_states
 from perceiver_core.config import ConfigError
 
 
@@ -70,18 +70,14 @@ def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[st
                 for k, v in values.items()}
         final = s.result.get("final") or {}
         flops = s.result.get("flops")
-        active = s.state in ("running", "requeued")
+        active = s.state in ("running", "requeued", "interrupted")
         rows.append([s.run_id, s.state, *(str(flat.get(k, "-")) for k in axes),
                      str(s.result.get("step", "-")), percent(final.get("val_acc")),
                      percent(final.get("test_acc")), human(flops) if flops else "-",
                      age(s.heartbeat_age_s()) if active else "-", s.job_id or "-",
                      ",".join(s.result.get("nodes") or ["-"])])
-    counts = {}
-    for s in states:
-        counts[s.state] = counts.get(s.state, 0) + 1
     lines = [table(["run", "state", *axes, "step", "val_acc", "test_acc", "FLOPs",
-                    "heartbeat", "job", "nodes"], rows),
-             f"{len(states)} runs: " + ", ".join(f"{n} {state}" for state, n in counts.items())]
+                    "heartbeat", "job", "nodes"], rows), headline(states)]
     requeued = [s for s in states if s.state == "requeued" and s.note]
     if requeued:
         lines.append("requeued runs:")
@@ -90,9 +86,10 @@ def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[st
     if resumed:
         lines.append("resumed runs (sessions: steps, nodes, job, end):")
         lines += [f"  {s.run_id}: {story(s.result['sessions'])}" for s in resumed]
-    failed = [s for s in states if s.state == "failed"]
-    if failed:
-        lines.append("failed runs (log, last error line):")
-        lines += [f"  {s.run_id}: {s.log or s.run_dir / 'result.json'}"
-                  + (f"  [{s.note}]" if s.note else "") for s in failed]
-    return "\n".join(lines), len(failed)
+    for kind in ("failed", "interrupted"):
+        ended = [s for s in states if s.state == kind]
+        if ended:
+            lines.append(f"{kind} runs (log, last error line):")
+            lines += [f"  {s.run_id}: {s.log or s.run_dir / 'result.json'}"
+                      + (f"  [{s.note}]" if s.note else "") for s in ended]
+    return "\n".join(lines), sum(s.state == "failed" for s in states)

@@ -123,7 +123,7 @@ def reap_dead_workers(study: optuna.Study) -> list[int]:
     controller that restarts a preempted worker: while it lives, the requeued worker
     retries its own trial. Workers on other hosts are left to the heartbeat. Returns the
     trial numbers failed here."""
-    from experiments.orchestration.tracking import pid_alive
+    from experiments.records import pid_alive
 
     here, failed = socket.gethostname(), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
