@@ -256,8 +256,8 @@ def test_states_come_from_records_manifest_heartbeat_and_job_files(tmp_path, cap
                                 "-"]  # no nodes recorded
     assert rows["running"][6] == "2.0M" and rows["running"][8] == "ago"
     assert 29 <= int(rows["running"][7].removesuffix("s")) < 60
-    assert "11 runs: 1 completed, 1 diverged, 2 failed, 2 interrupted, 2 running, 1 requeued, " \
-           "1 pending, 1 new" in text
+    assert "11 runs: 1 completed, 1 diverged, 2 failed, 2 interrupted, 1 pending, 2 running, " \
+           "1 requeued, 1 new" in text
     failed, interrupted = (text.split(f"{kind} runs (log, last error line):\n")[1].splitlines()
                            for kind in ("failed", "interrupted"))
     assert f"  error: {folder / 'submitit/1_4/1_4_0_log.err'}" in failed
