@@ -32,8 +32,15 @@ def run(args: argparse.Namespace) -> int:
     import matplotlib
     matplotlib.use("Agg")
     from analysis import verdicts as V
+    from analysis.accounting import account
     from analysis.figures import forest_figure
-    from analysis.report import load_studies, save_plots, write_verdicts
+    from analysis.report import (
+        load_studies,
+        save_plots,
+        verdicts_json,
+        verdicts_markdown,
+        write_verdicts,
+    )
     from analysis.results import load_results
     from perceiver_core.config import ConfigError
 
@@ -50,13 +57,15 @@ def run(args: argparse.Namespace) -> int:
         verdicts = V.build_verdicts(runs, args.metric, args.delta, load_studies(folder))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    accounting = account(folder)  # every run of the folder, by state
     if args.out:
         out = Path(args.out)
-        write_verdicts(verdicts, out)
+        write_verdicts(verdicts, accounting, out)
         forest = forest_figure(verdicts.effects, verdicts.metric.label)
         if forest:
             save_plots({"forest_effects": forest}, out)
-    print(V.to_json(verdicts) if args.json else V.markdown(verdicts))
+    print(verdicts_json(verdicts, accounting) if args.json
+          else verdicts_markdown(verdicts, accounting))
     return 0
 
 

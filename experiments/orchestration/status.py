@@ -16,10 +16,15 @@ from experiments.orchestration.tracking import headline, run_states
 from perceiver_core.config import ConfigError
 
 
+def flat_config(config: dict) -> dict:
+    """{'model': {'num_latents': 8}} -> {'model.num_latents': 8} (a run's nested config)."""
+    return {f"{section}.{key}": value for section, values in config.items()
+            if isinstance(values, dict) for key, value in values.items()}
+
+
 def varying(configs: list[dict]) -> list[str]:
     """Dotted config keys whose value differs between runs: the sweep's axes."""
-    flat = [{f"{s}.{k}": v for s, sec in c.items() if isinstance(sec, dict)
-             for k, v in sec.items()} for c in configs]
+    flat = [flat_config(c) for c in configs]
     keys = dict.fromkeys(k for f in flat for k in f)
     return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
 
@@ -66,8 +71,7 @@ def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[st
     axes = varying([s.config for s in states])
     rows = []
     for s in states:
-        flat = {f"{sec}.{k}": v for sec, values in s.config.items() if isinstance(values, dict)
-                for k, v in values.items()}
+        flat = flat_config(s.config)
         final = s.result.get("final") or {}
         flops = s.result.get("flops")
         active = s.state in ("running", "requeued", "interrupted")
