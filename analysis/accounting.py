@@ -8,7 +8,7 @@ of 8 runs of which 4 failed reads like a sweep of 4. The states are `status`'s
 record says `running` but whose trainer is gone, which are `interrupted`), so the three
 views count alike. For a run that did not complete the section gives what sets it apart
 (the config keys that vary between the folder's runs) and its last error line: the
-record's error, the job's fate, or else the last line of its job's log.
+record's error, the job's fate, or the error its job's log gives for it.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from analysis.markup import decoded, literal, markdown_table
+from analysis.markup import literal, markdown_table
 from experiments.orchestration.status import flat_config, varying
 from experiments.orchestration.tracking import STATE_ORDER, RunState, headline, run_states
-
-LOG_TAIL_BYTES = 65536  # the last error line of a log is near its end; logs can be huge
+from perceiver_core.config import ConfigError
 
 
 class Accounting(NamedTuple):
@@ -30,21 +29,11 @@ class Accounting(NamedTuple):
     runs: pd.DataFrame  # run_id, state, config (what varies), error (last line)
 
 
-def log_tail_line(path: Path | None) -> str:
-    """The last non-empty line of a job's log (bytes that are not UTF-8 shown as \\xNN)."""
-    if path is None or not path.is_file():
-        return ""
-    with path.open("rb") as f:
-        f.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
-        lines = [line for line in decoded(f.read()).splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
-
-
 def error_line(state: RunState) -> str:
     """Why a run did not complete, in one line ("" for a run that did, or is on its way)."""
     if state.state in ("completed", "running", "pending", "requeued"):
         return ""
-    return state.note or log_tail_line(state.log)
+    return state.note
 
 
 def account(results_dir: str | Path) -> Accounting:
@@ -58,6 +47,22 @@ def account(results_dir: str | Path) -> Accounting:
              "error": error_line(s)} for s, f in zip(states, flat, strict=True)]
     return Accounting(headline(states),
                       pd.DataFrame(rows, columns=["run_id", "state", "config", "error"]))
+
+
+def judgeable(runs: pd.DataFrame, results_dir: str | Path) -> Accounting:
+    """The account of a folder whose runs (a load_results frame) can be judged and drawn;
+    a ConfigError saying how many runs are in which state when none completed."""
+    accounting = account(results_dir)
+    if runs.empty:
+        raise ConfigError(f"no readable run records under {results_dir} (expected "
+                          "<run-id>/config.yaml and result.json; see `perceiver-ablate "
+                          f"status`): {accounting.headline}")
+    if not (runs["status"] == "completed").any():
+        raise ConfigError(f"no completed run to judge or draw under {results_dir} yet: "
+                          f"{accounting.headline}; `perceiver-ablate status "
+                          f"{results_dir}` says why (an interrupted run resumes when its "
+                          "sweep, study or train command is run again)")
+    return accounting
 
 
 def markdown(accounting: Accounting) -> str:

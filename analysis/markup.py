@@ -8,10 +8,10 @@ in python-markdown (the HTML writer, analysis/html.py) and in CommonMark viewers
 an ordinary value (a path, `fashion-mnist`, `at_start`, `84.2 [83.1, 85.0]`) unchanged, so
 the Markdown stays readable as plain text:
 
-- `\\`, `` ` ``, `*`, `|`, `~` and an underscore at a word's edge are backslash-escaped
-  (code spans, emphasis, table cells, strike-through); an underscore inside a word is
-  never emphasis and stays;
-- `<`, `>`, `&` become entities (raw HTML, autolinks, entity references);
+- `\\`, `` ` ``, `*`, `|` and an underscore at a word's edge are backslash-escaped (code
+  spans, emphasis, table cells); an underscore inside a word is never emphasis and stays;
+- `<`, `>`, `&`, `~` become entities (raw HTML, autolinks, entity references, GitHub's
+  strike-through, which python-markdown cannot backslash-escape);
 - `](` and `][` become `]\\(` and `]\\[` (no link or image, which would leave the page);
 - control and format characters (a newline that would end a table row, a terminal escape,
   a right-to-left override, a byte that was not UTF-8 read back as a surrogate) are shown
@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 LIMIT = 300
-_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;", "~": "&#126;"}
 _SPECIAL = re.compile(r"[\\`*|~<>&]|\](?=[(\[])|(?<![^\W_])_|_(?![^\W_])")
 
 
@@ -56,11 +56,6 @@ def literal(value: Any, limit: int = LIMIT) -> str:
     if len(text) > limit:
         text = f"{text[:limit]}… ({len(text) - limit} more characters)"
     return _SPECIAL.sub(_escape, text)
-
-
-def decoded(data: bytes) -> str:
-    """Bytes read from a log as text: what is not UTF-8 is shown as `\\xNN`, never lost."""
-    return data.decode("utf-8", errors="backslashreplace")
 
 
 def literal_frame(frame: pd.DataFrame) -> pd.DataFrame:

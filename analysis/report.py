@@ -94,9 +94,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None,
         curves = load_curves(results_dir, runs) if len(runs) else None
     for warning in skipped:  # shown to the user and listed in the index
         warnings.warn(warning.message, warning.category, stacklevel=2)
-    if runs.empty:
-        raise ConfigError(f"no readable run records under {results_dir} (expected "
-                          "<run-id>/config.yaml and result.json; see `perceiver-ablate status`)")
+    accounting = A.judgeable(runs, results_dir)
     out = Path(out_dir) if out_dir else results_dir / "figures"
     atomic_write_bytes(out / "results.parquet", _parquet_bytes(runs))
     atomic_write_text(out / "results.csv", runs.to_csv(index=False))
@@ -106,7 +104,6 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None,
         verdicts = V.build_verdicts(runs, metric, delta, studies)
     except ValueError as exc:  # an unknown metric or a bad delta: the user's to fix
         raise ConfigError(str(exc)) from None
-    accounting = A.account(results_dir)
     write_verdicts(verdicts, accounting, out)
     forest = forest_figure(verdicts.effects, verdicts.metric.label)
     figures = save_plots({"forest_effects": forest} if forest else {}, out)

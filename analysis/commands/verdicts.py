@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import matplotlib
     matplotlib.use("Agg")
     from analysis import verdicts as V
-    from analysis.accounting import account
+    from analysis.accounting import judgeable
     from analysis.figures import forest_figure
     from analysis.report import (
         load_studies,
@@ -50,14 +50,11 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if args.json else "default")
         runs = load_results(folder)
-    if runs.empty:
-        raise ConfigError(f"no readable run records under {folder} (expected "
-                          "<run-id>/config.yaml and result.json; see `perceiver-ablate status`)")
+    accounting = judgeable(runs, folder)  # every run of the folder, by state
     try:
         verdicts = V.build_verdicts(runs, args.metric, args.delta, load_studies(folder))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    accounting = account(folder)  # every run of the folder, by state
     if args.out:
         out = Path(args.out)
         write_verdicts(verdicts, accounting, out)

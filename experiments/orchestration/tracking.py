@@ -199,6 +199,40 @@ def last_line(text: str | None) -> str:
     return lines[-1] if lines else ""
 
 
+LOG_TAIL_BYTES = 1 << 20  # a job's error is near the end of its log; logs can be huge
+
+
+def log_error_line(log: Path | None, run_id: str) -> str:
+    """The last error line a job's log gives for one of its runs: the exception of the
+    block SweepJob printed for that run ("run DIR failed:" and its traceback), else the
+    log's last line (a one-run job's traceback ends it). Bytes that are not UTF-8 are
+    shown as \\xNN, never dropped."""
+    if log is None or not log.is_file():
+        return ""
+    with log.open("rb") as f:
+        f.seek(max(0, log.stat().st_size - LOG_TAIL_BYTES))
+        lines = f.read().decode("utf-8", errors="backslashreplace").splitlines()
+    starts = [i for i, line in enumerate(lines)
+              if line.startswith("run ") and line.endswith(f"{run_id} failed:")]
+    found = exception_line(lines[starts[-1] + 1:]) if starts else ""
+    lines = [line for line in lines if line.strip()]
+    return found or (lines[-1].strip() if lines else "")
+
+
+def exception_line(lines: list[str]) -> str:
+    """The first line of the exception that the traceback at the start of `lines` ends
+    with (of a chain of tracebacks, the last one's)."""
+    found, inside = "", False
+    for line in lines:
+        if line.startswith("Traceback (most recent call last):"):
+            inside = True
+        elif inside and line.strip() and not line[0].isspace():
+            found, inside = line.strip(), False
+        elif found and line.strip() and not line.startswith(("During handling", "The above")):
+            break
+    return found
+
+
 def interruption(result: dict) -> str:
     """Why a record that says `running` is taken for interrupted (the note status shows)."""
     age = heartbeat_age_s(result)
@@ -255,7 +289,7 @@ def run_state(run_id: str, run_dir: Path, job_info: tuple[dict, dict] | None,
             else "failed"
         state.note = {"cancelled": "job cancelled (scancel or time limit)",
                       "lost": "job process gone without a result"}.get(outcome) or \
-            last_line(result.get("error"))
+            last_line(result.get("error")) or log_error_line(state.log, run_id)
     elif outcome == "success":
         state.state = "new"  # the job finished but the record is gone: submit it again
     else:
