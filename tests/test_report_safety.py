@@ -232,7 +232,7 @@ def test_a_killed_train_is_interrupted_and_its_rerun_resumes(tmp_path, tiny_fash
             *(f"{k}={v}" for k, v in {
                 **{f"model.{k}": v for k, v in TINY_BASE["model"].items()},
                 "data.root": tiny_fashion_mnist, "data.train_subset": 64, "data.val_size": 32,
-                "data.image_size": 7, "train.max_steps": 400, "train.eval_every": 2,
+                "data.image_size": 7, "train.max_steps": 100, "train.eval_every": 2,
                 "train.batch_size": 16, "train.epochs": 1000, "train.warmup_steps": 0}.items())]
     proc = subprocess.Popen(args, env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -252,7 +252,7 @@ def test_a_killed_train_is_interrupted_and_its_rerun_resumes(tmp_path, tiny_fash
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     result = read_json(out / RESULT)
-    assert result["status"] == "completed" and result["step"] == 400
+    assert result["status"] == "completed" and result["step"] == 100
     assert result["sessions"][1]["from_step"] >= 2  # resumed, not restarted
     assert main(["verdicts", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["headline"] == "1 run: 1 completed"
