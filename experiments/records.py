@@ -71,9 +71,10 @@ class RecordWriteError(OSError):
 
 
 def storage_error(path: Path, size: int | None, exc: OSError) -> RecordWriteError:
-    """The one-line account of a write the file system refused (`size` bytes, if known)."""
+    """The one-line account of a write the file system refused (`size` bytes, if known);
+    `path` is the file, or the folder written to when the file is not known."""
     try:
-        free = f"{shutil.disk_usage(path.parent).free:,} bytes free"
+        free = f"{shutil.disk_usage(path if path.is_dir() else path.parent).free:,} bytes free"
     except OSError:
         free = "free space unknown"
     needed = "" if size is None else f"{size:,} bytes needed, "

@@ -127,13 +127,18 @@ def soak(tmp_path: Path, disk: Path, data_root: Path, trials: int, chaos_s: floa
     wait_until(lambda: study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)), 60,
                "the first trial")
     did = chaos(out, disk, jobs, chaos_s, every_s, random.Random(30))
-    assert submitting.wait(timeout=120) == 0, submitting.stdout.read()[-2000:]
+    code, said = submitting.wait(timeout=120), submitting.stdout.read()
+    assert code == 0 or (code == 1 and "no space left on device" in said), said[-2000:]
 
     # Recovery: the same commands again, as after a crash.
     rerun = subprocess.Popen(sweep_command(sweep, out, "--wait", "--rerun-failed"), env=env,
                              text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     study, _, jobs = W.launch(spec, out, executor="local", workers=2)
-    wait_until(lambda: all(j.done() for j in jobs), 300, "the study to finish")
+    try:
+        wait_until(lambda: all(j.done() for j in jobs), 300, "the study to finish")
+    finally:
+        if os.environ.get("SOAK_KEEP"):
+            subprocess.run(["cp", "-a", str(out), os.environ["SOAK_KEEP"]])
     assert rerun.wait(timeout=300) == 0, rerun.stdout.read()[-3000:]
     elapsed = time.time() - started
 
@@ -158,7 +163,12 @@ def soak(tmp_path: Path, disk: Path, data_root: Path, trials: int, chaos_s: floa
     assert duplicates == 0 and not twice and not lost, (duplicates, twice, lost)
     counted = {s.run_id: s.state for s in run_states(out)}
     assert {d.name for d in run_dirs} <= set(counted)
-    assert all(state == "completed" for state in counted.values()), counted
+    # A run left behind is a FAIL trial's whose retry the study no longer needed (it had
+    # its trials): counted as such, and resumable like any other.
+    failed_trials = {t.user_attrs.get("run_id") for t in all_trials if t.state == TrialState.FAIL}
+    behind = {r: state for r, state in counted.items() if state != "completed"}
+    assert set(behind) <= failed_trials and set(behind.values()) <= {"interrupted", "failed"}, \
+        behind
 
     # Killed runs resumed to the metrics of an unkilled run of the same config.
     resumed = [d for d in run_dirs if len(read_json(d / RESULT).get("sessions") or []) > 1]
@@ -169,7 +179,9 @@ def soak(tmp_path: Path, disk: Path, data_root: Path, trials: int, chaos_s: floa
 
     # Every view counts every run.
     assert main(["status", str(out)]) == 0
-    headline = f"{len(counted)} runs: {len(counted)} completed"
+    headline = f"{len(counted)} runs: {len(counted) - len(behind)} completed" + "".join(
+        f", {n} {state}" for state in ("failed", "interrupted")
+        if (n := list(behind.values()).count(state)))
     assert headline in capsys.readouterr().out
     assert main(["verdicts", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["headline"] == headline
@@ -181,13 +193,14 @@ def soak(tmp_path: Path, disk: Path, data_root: Path, trials: int, chaos_s: floa
               f"{did['filled']}; {len(all_trials)} trials ({len(finished)} finished, "
               f"{states.count(TrialState.FAIL)} failed and retried), {len(counted)} runs "
               f"({len(sweep_runs)} of the sweep), {len(resumed)} resumed after a kill, "
-              f"{min(2, len(resumed))} checked against an unkilled run; duplicates "
+              f"{min(2, len(resumed))} checked against an unkilled run, {len(behind)} left "
+              f"behind by a FAIL trial; duplicates "
               f"{duplicates + len(twice)}, losses {len(lost)}; {elapsed:.0f} s")
     assert len(did["kills"]) >= 2 and did["filled"]
 
 
 def test_soak_short(tmp_path, soak_disk, tiny_fashion_mnist, capsys):
-    soak(tmp_path, soak_disk, tiny_fashion_mnist, trials=30, chaos_s=24, every_s=4,
+    soak(tmp_path, soak_disk, tiny_fashion_mnist, trials=30, chaos_s=12, every_s=3,
          capsys=capsys)
 
 
