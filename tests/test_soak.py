@@ -225,3 +225,25 @@ def test_a_torn_journal_line_is_cut_before_the_next_append(tmp_path):
     reread = optuna.load_study(study_name="torn", storage=S.open_storage(path, 600))
     assert [t.state for t in reread.trials] == [TrialState.COMPLETE] * 3
     assert b'"cdf' not in Path(path).read_bytes()
+
+
+def test_a_trial_whose_worker_died_before_naming_itself_is_retried(tmp_path, monkeypatch):
+    """What the soak found: a worker killed between starting a trial and naming itself
+    left a RUNNING trial no reaper could place, and every higher trial waited for it in
+    wait_for_twins (its own twin check) for good. Now it is failed and retried after
+    ANNOUNCE_GRACE_S, also by workers waiting on it."""
+    monkeypatch.setattr(W, "ANNOUNCE_GRACE_S", 0.3)
+    spec = S.load_study(write_study(tmp_path, trials=2))
+    study = S.open_study(spec, str(tmp_path / "study.journal"), create=True)
+    orphan = study.ask()
+    orphan.suggest_float("train.lr", 1e-3, 1e-2, log=True)
+    waiting = study.ask()
+    waiting.set_user_attr("worker", "elsewhere:1")
+    started = time.time()
+    W.wait_for_twins(waiting, "abc", poll_s=0.05)  # returns once the orphan is failed
+    assert 0.3 <= time.time() - started < 10
+    failed = study.get_trials()[orphan.number]
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs["lost"].startswith("worker lost before it named itself")
+    assert [t.user_attrs for t in study.get_trials(states=(TrialState.WAITING,))] == \
+        [{"retry_of": orphan.number}]
