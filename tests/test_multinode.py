@@ -218,6 +218,7 @@ def test_node_lost_mid_run_is_requeued_and_resumes_to_the_same_metrics(
 
 
 @pytest.mark.slurm
+@pytest.mark.slow  # about a minute: a private cluster, a node killed and brought back
 def test_node_lost_mid_trial_is_retried_never_duplicated_or_lost(private_cluster, tmp_path,
                                                                   tiny_fashion_mnist):
     """A 2-node study job (one worker per node) loses node2 mid-trial: SLURM requeues the
