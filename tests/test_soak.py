@@ -65,13 +65,23 @@ def sweep_command(path: Path, out: Path, *options: str) -> list[str]:
             "--executor", "local", *options]
 
 
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def live_victims(out: Path, jobs: list) -> list[tuple[str, int]]:
-    """(what, pid) of every study worker and sweep job still alive."""
-    victims = [("worker", int(job.job_id)) for job in jobs]
+    """(what, pid) of every study worker and sweep job process still alive: the process
+    that does the work, a child of the local executor's controller (whose pid is the job
+    id), as the OOM killer would pick it."""
+    controllers = [("worker", int(job.job_id)) for job in jobs]
     manifest = read_manifest(out)
-    victims += [("sweep job", int(job["job_id"])) for submission in manifest["submissions"]
-                for job in submission["jobs"] if submission.get("executor") == "local"]
-    return [(what, pid) for what, pid in victims if pid_alive(pid)]
+    controllers += [("sweep job", int(job["job_id"])) for submission in manifest["submissions"]
+                    for job in submission["jobs"] if submission.get("executor") == "local"]
+    return [(what, child) for what, pid in controllers if pid_alive(pid)
+            for child in children(pid) if pid_alive(child)]
 
 
 def chaos(out: Path, disk: Path, jobs: list, duration_s: float, every_s: float,
