@@ -3,7 +3,7 @@
 A real sweep folder on real Fashion-MNIST: 4 runs trained from a data root named
 `<img src=x onerror=alert(1)>` (a legal directory name) and 4 runs whose data root holds
 corrupt files, so they fail; then hostile strings in every other field that reaches a
-report (a run folder's name, knob values, error text, a host name, a study's name, Markdown
+report (a run folder's name, knob values, error text, a host name, Markdown
 and HTML syntax, a very long string, control characters, bytes of a log that are not
 UTF-8) and a run killed without a word (`interrupted`). `figures` writes index.html, which
 headless Chromium opens with every request intercepted: no dialog, no script, no request
@@ -30,6 +30,7 @@ from test_results_keep import TINY_BASE
 
 from analysis.html import render
 from analysis.markup import LIMIT, literal, visible
+from analysis.report import file_name
 from experiments.cli import main
 from experiments.records import CONFIG, RESULT, read_json, write_json, write_yaml
 
@@ -41,7 +42,6 @@ HOSTILE = {  # field -> a string that must be shown as it is, never run or follo
     "markdown": "![pixel](http://127.0.0.1:9/pixel.png) [click](javascript:alert(3)) _em_ | ~x~",
     "host": "<svg onload=alert(4)>",
     "error": "RuntimeError: <iframe src=http://127.0.0.1:9/></iframe> & &lt;b&gt;",
-    "study": "study\"><img src=x onerror=alert(5)>",
 }
 LONG = "<b>" + "x" * 20000
 CONTROL = "red\x1b[31m text\u202eevil\x00"
@@ -163,6 +163,13 @@ def test_only_the_reports_own_images_are_inlined(tmp_path):
     assert page.count("data:image/png;base64,") == 1 and "PNG mine" not in page
     assert page.count("[image not inlined:") == 4 and "<img src=x>" not in page
     assert "Content-Security-Policy" in page and "script-src 'none'" in page
+
+
+def test_a_study_name_becomes_a_safe_file_name_and_literal_caption_text():
+    """A study's name reaches the report as a figure-file prefix and in a caption."""
+    name = "../study\"><img src=x onerror=alert(5)>"
+    assert file_name(name) == "___study___img_src_x_onerror_alert_5__"
+    assert "<" not in literal(f"Optimisation history of study {name!r}")
 
 
 def test_literal_is_identity_on_ordinary_values_and_text_on_hostile_ones():
