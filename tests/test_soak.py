@@ -84,14 +84,20 @@ def live_victims(out: Path, jobs: list) -> list[tuple[str, int]]:
             for child in children(pid) if pid_alive(child)]
 
 
-def chaos(out: Path, disk: Path, jobs: list, duration_s: float, every_s: float,
+def chaos(spec, out: Path, disk: Path, jobs: list, duration_s: float, every_s: float,
           rng: random.Random) -> dict:
     """SIGKILL a random live worker or sweep job every `every_s` seconds for `duration_s`;
-    halfway, fill the disk for a few seconds. Returns what it did."""
-    kills, filled = [], False
+    halfway, fill the disk for a few seconds. The study is launched again whenever no
+    worker is left (as a requeue or a user would), so there is always one to kill.
+    Returns what it did."""
+    kills, filled, launches = [], False, 0
     start = time.time()
     while time.time() - start < duration_s:
         time.sleep(every_s)
+        if not any(what == "worker" for what, _ in live_victims(out, jobs)) and \
+                S.tally(S.load_recorded(out))["finished"] < spec.trials:
+            jobs += W.launch(spec, out, executor="local", workers=2)[2]
+            launches += 1
         if not filled and time.time() - start > duration_s / 2:
             filler = fill(disk, 0)
             time.sleep(3)
@@ -105,7 +111,7 @@ def chaos(out: Path, disk: Path, jobs: list, duration_s: float, every_s: float,
                 kills.append(what)
             except ProcessLookupError:
                 pass
-    return {"kills": kills, "filled": filled}
+    return {"kills": kills, "filled": filled, "launches": launches}
 
 
 def trained_twice(run_dir: Path) -> bool:
@@ -136,7 +142,7 @@ def soak(tmp_path: Path, disk: Path, data_root: Path, trials: int, chaos_s: floa
     study, _, jobs = W.launch(spec, out, executor="local", workers=2)
     wait_until(lambda: study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)), 60,
                "the first trial")
-    did = chaos(out, disk, jobs, chaos_s, every_s, random.Random(30))
+    did = chaos(spec, out, disk, jobs, chaos_s, every_s, random.Random(30))
     code, said = submitting.wait(timeout=120), submitting.stdout.read()
     assert code == 0 or (code == 1 and "no space left on device" in said), said[-2000:]
 
@@ -199,7 +205,8 @@ def soak(tmp_path: Path, disk: Path, data_root: Path, trials: int, chaos_s: floa
     assert headline in (out / "figures" / "index.md").read_text()
     with capsys.disabled():
         print(f"\nsoak: {len(did['kills'])} kills survived ({did['kills'].count('worker')} "
-              f"workers, {did['kills'].count('sweep job')} sweep jobs), disk filled once: "
+              f"workers, {did['kills'].count('sweep job')} sweep jobs; the study launched "
+              f"again {did['launches']} times meanwhile), disk filled once: "
               f"{did['filled']}; {len(all_trials)} trials ({len(finished)} finished, "
               f"{states.count(TrialState.FAIL)} failed and retried), {len(counted)} runs "
               f"({len(sweep_runs)} of the sweep), {len(resumed)} resumed after a kill, "
