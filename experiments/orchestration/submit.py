@@ -67,7 +67,9 @@ class SweepJob(Requeueable):
                     raise
                 # train_pack recorded `failed` if it got that far; the job's other runs
                 # still get trained, and the job ends in an error that names the failures.
-                print(f"run(s) {' '.join(dirs)} failed:\n{traceback.format_exc()}",
+                # One "run DIR failed:" line per run, then the traceback: how tracking's
+                # log_error_line finds each run's error in the job's log.
+                print("".join(f"run {d} failed:\n" for d in dirs) + traceback.format_exc(),
                       file=sys.stderr, flush=True)
                 failed += dirs
         if failed:
