@@ -22,9 +22,13 @@ can add seeds to a config later and train them as a pack of their own.
 
 from __future__ import annotations
 
+import math
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+
+import torch
+from torch.func import functional_call, stack_module_state
 
 from experiments.config import RunConfig
 from experiments.data import load_splits
@@ -32,11 +36,14 @@ from experiments.distributed import init_distributed
 from experiments.locks import run_lock
 from experiments.train import (
     Run,
+    autocast,
     finished_result,
+    loss_and_stats,
     record_failure,
     rng_state,
     set_rng_state,
     train_run,
+    update,
 )
 from perceiver_core.config import ConfigError
 
@@ -59,44 +66,134 @@ def packs(items: list, size: int, config=lambda item: item) -> list[list]:
 
 
 class Seed:
-    """One run of a pack, between its turns: its step generator and its RNG streams."""
+    """One run of a pack, between its steps: its step coroutine (Run.steps), the batch it
+    waits to be trained on, and its RNG streams."""
 
     def __init__(self, run: Run):
         self.run = run
-        self.steps = run.steps()
         self.rng = rng_state()
+        self.steps = run.steps()
+        self.status: str | None = None  # fit's, for a run resumed at its end
+        try:
+            self.batch = next(self.steps)
+        except StopIteration as end:
+            self.status = end.value
 
-    def turn(self) -> str | None:
-        """One optimizer step in this seed's RNG streams; fit's status once the run has
-        ended, else None."""
+    def advance(self, stats: list[float]) -> str | None:
+        """Hand this seed its step's statistics: it writes the step's records in its own
+        RNG streams and draws its next batch. fit's status once the run has ended, else
+        None."""
         set_rng_state(self.rng)
         try:
-            next(self.steps)
+            self.batch = self.steps.send(stats)
         except StopIteration as end:
             return end.value
-        self.rng = rng_state()
+        finally:
+            self.rng = rng_state()
         return None
 
 
-def train_pack(cfgs: list[RunConfig], run_dirs: list[Path]) -> list[dict]:
-    """Train the seeds `cfgs` (one config, seeds apart) into `run_dirs`, taking turns, and
-    return their result.json in order. Finished runs are returned as they are; a seed that
-    fails records `failed` and the others train on; a RuntimeError naming the failures is
-    raised at the end. A run folder another process trains raises RunBusy before anything
-    is trained."""
+def turns(seeds: list[Seed]) -> list[list[float] | Exception]:
+    """One optimizer step of each seed, one after another, each in its own RNG streams;
+    a seed whose step raises gets its exception in place of its statistics."""
+    stats: list[list[float] | Exception] = []
+    for seed in seeds:
+        set_rng_state(seed.rng)
+        try:
+            stats.append(seed.run.train_step(seed.batch))
+        except Exception as exc:
+            stats.append(exc)
+        seed.rng = rng_state()
+    return stats
+
+
+def batched(seeds: list[Seed]) -> list[list[float]]:
+    """One optimizer step of every seed through one batched model: the seeds' parameters
+    stacked (torch.func.stack_module_state), one vmapped forward of the K batches through
+    the first seed's modules (functional_call) and one backward; then each seed's own
+    gradients (a slice of the stacked ones, averaged over ranks as DDP would) go to its own
+    optimizer, clip and schedule (train.update), so that LAMB's trust ratios and the clip
+    are per seed. The stack is rebuilt from the seeds' parameters at every step: the
+    seeds' own models stay the truth that checkpoints, evaluation and resumption read.
+    The model draws no random numbers in training (no dropout), so the RNG streams are
+    not touched."""
+    runs = [seed.run for seed in seeds]
+    cfg, env = runs[0].cfg, runs[0].env
+    names = [name for name, _ in runs[0].model.named_parameters()]
+    stacked, _ = stack_module_state([run.model for run in runs])
+    stacked = {name: stacked[name].detach().requires_grad_() for name in names}
+    inputs, positions, labels = (torch.stack(list(t)).to(env.device, non_blocking=True)
+                                 for t in zip(*(seed.batch for seed in seeds), strict=True))
+
+    def forward(params, inputs, positions):
+        return functional_call(runs[0].model, params, (inputs, positions))
+
+    with autocast(cfg, env.device):
+        logits = torch.func.vmap(forward)(stacked, inputs, positions).float()
+    losses, stats = zip(*(loss_and_stats(logits[k], labels[k], cfg, env)
+                          for k in range(len(runs))), strict=True)
+    stats = env.all_reduce(torch.stack(stats)).tolist()
+    finite = [math.isfinite(s[0]) for s in stats]
+    # A seed whose loss is not finite (it stops as diverged) adds nothing to the others.
+    total = sum(loss for loss, ok in zip(losses, finite, strict=True) if ok)
+    if not any(finite):
+        return stats
+    grads = torch.autograd.grad(total, [stacked[name] for name in names], allow_unused=True)
+    if env.world_size > 1:
+        for grad in grads:
+            if grad is not None:
+                env.all_reduce(grad).div_(env.world_size)
+    for k, (run, ok) in enumerate(zip(runs, finite, strict=True)):
+        if not ok:
+            continue
+        params = dict(run.model.named_parameters())
+        run.optimizer.zero_grad(set_to_none=True)
+        for name, grad in zip(names, grads, strict=True):
+            params[name].grad = None if grad is None else grad[k]
+        update(run.model.parameters(), run.optimizer, run.scheduler, cfg)
+    return stats
+
+
+STEPS = {"turns": turns, "batched": batched}
+
+
+def pack_step(cfg: RunConfig, device: torch.device, step: str = "auto") -> str:
+    """The step a pack of cfg's seeds takes, `turns` or `batched` (STEPS). `auto` is
+    `batched` on a GPU, where it is the point of packing, and `turns` on a CPU, where
+    the batched step measured no faster (docs/performance.md, "Seed packing"). Only the
+    Perceiver batches: the baselines' batch norm keeps running statistics that vmap
+    cannot update per seed, and a compiled model is compiled for one seed."""
+    if step not in (*STEPS, "auto"):
+        raise ConfigError(f"unknown pack step {step!r}: choose turns, batched or auto")
+    batchable = cfg.model.arch == "perceiver" and not cfg.train.compile
+    if step == "batched" and not batchable:
+        raise ConfigError("the batched pack step takes model.arch=perceiver without "
+                          "train.compile: use the turns step")
+    if step == "auto":
+        return "batched" if batchable and device.type == "cuda" else "turns"
+    return step
+
+
+def train_pack(cfgs: list[RunConfig], run_dirs: list[Path], step: str = "auto") -> list[dict]:
+    """Train the seeds `cfgs` (one config, seeds apart) into `run_dirs`, each optimizer step
+    of the live seeds by `step` (pack_step), and return their result.json in order.
+    Finished runs are returned as they are; a seed that fails records `failed` and the
+    others train on; a RuntimeError naming the failures is raised at the end. A run folder
+    another process trains raises RunBusy before anything is trained."""
     if len(cfgs) != len(run_dirs):
         raise ValueError(f"{len(cfgs)} configs for {len(run_dirs)} run folders")
     if len({pack_key(cfg) for cfg in cfgs}) > 1:
         raise ConfigError("a pack holds the seeds of one config: these configs differ in "
                           "more than train.seed, train.data_seed and train.init_seed")
     run_dirs = [Path(d) for d in run_dirs]
+    env = init_distributed()
+    take_step = STEPS[pack_step(cfgs[0], env.device, step)]
     if len(cfgs) == 1:
         return [train_run(cfgs[0], run_dirs[0])]
     results = [finished_result(cfg, d) for cfg, d in zip(cfgs, run_dirs, strict=True)]
     todo = [i for i, result in enumerate(results) if result is None]
     if not todo:
         return results
-    env = init_distributed()
     splits = load_splits(cfgs[todo[0]])  # the seeds share the data, not its order
     live: dict[int, Seed] = {}
     failures: list[str] = []
@@ -110,14 +207,26 @@ def train_pack(cfgs: list[RunConfig], run_dirs: list[Path]) -> list[dict]:
                 continue
             try:
                 run.start()
+                seed = Seed(run)
+                if seed.status is None:
+                    live[i] = seed
+                else:
+                    results[i] = run.conclude(seed.status)
             except Exception as exc:
                 fail(run, exc, failures)
-                continue
-            live[i] = Seed(run)
         while live:
-            for i, seed in list(live.items()):
+            try:
+                stats = take_step(list(live.values()))
+            except Exception as exc:  # a batched step fails every seed in it
+                for i in list(live):
+                    fail(live.pop(i).run, exc, failures)
+                break
+            for i, seed_stats in zip(list(live), stats, strict=True):
+                seed = live[i]
                 try:
-                    status = seed.turn()
+                    if isinstance(seed_stats, Exception):
+                        raise seed_stats
+                    status = seed.advance(seed_stats)
                     if status is not None:
                         results[i] = seed.run.conclude(status)
                 except Exception as exc:
@@ -128,7 +237,7 @@ def train_pack(cfgs: list[RunConfig], run_dirs: list[Path]) -> list[dict]:
                     del live[i]
     if failures:
         raise RuntimeError(f"{len(failures)} of {len(cfgs)} seeds of the pack failed: "
-                           f"{'; '.join(failures)}")
+                          f"{'; '.join(failures)}")
     return results
 
 
