@@ -1,16 +1,18 @@
 """`make bench-packing` (= `python benchmarks/packing.py`): training samples/s of K seeds
-packed into one process (experiments/packing.py) against the same K seeds trained one
-after another, in one process, the two arms alternated (A B, B A, ...) so that load
-from elsewhere on a shared machine falls on both.
+packed into one process (experiments/packing.py), by turns and by the batched step,
+against the same K seeds trained one after another, in one process, the three arms'
+order rotated from repeat to repeat so that load from elsewhere on a shared machine
+falls on all of them.
 
-Samples/s is the batch over the median step time (each step timed alone: one `next` of a
-run's step generator, or one turn of one seed in the pack, RNG swap included); the ratio
-is the geometric mean over repeats of the paired runs' median step times, with a t
-interval over the repeats (`summarise`). Both arms train real Fashion-MNIST batches
-through the training loop's own steps (data, forward, backward, LAMB, schedule; one
-checkpoint at the end) for --steps steps per seed, one thread, no validation split
+Samples/s is the batch over the median per-seed step time (sequential: one step of one
+run, its data and records included; a pack: one step of all its live seeds, RNG swaps,
+records and next batches included, over the number of seeds); each packed arm's ratio
+to sequential is the geometric mean over repeats of the paired runs' median step times,
+with a t interval over the repeats (`summarise`). Every arm trains real Fashion-MNIST
+batches through the training loop's own steps (data, forward, backward, LAMB, schedule;
+one checkpoint at the end) for --steps steps per seed, one thread, no validation split
 (data.val_size=0) and no test pass: what is timed is the training that packing changes.
-Building the models and loading the data are outside the timing in both arms (a pack
+Building the models and loading the data are outside the timing in every arm (a pack
 loads the data once for K seeds, where a sweep of solo runs loads it K times, in K
 processes: a saving this benchmark leaves out).
 
@@ -41,7 +43,7 @@ from experiments.config import RunConfig, load_config
 from experiments.data import load_splits
 from experiments.distributed import Distributed
 from experiments.orchestration.sweeps import load_sweep
-from experiments.packing import Seed
+from experiments.packing import STEPS, Seed
 from experiments.train import Run
 
 HERE = Path(__file__).resolve().parent
@@ -68,47 +70,55 @@ def runs(cfg: RunConfig, seeds: int, root: Path, splits) -> list[Run]:
 
 
 def sequential(cfg: RunConfig, seeds: int, root: Path, splits) -> list[float]:
-    """Seconds of each optimizer step of `seeds` runs trained one after another."""
+    """Seconds of each optimizer step of `seeds` runs trained one after another (the
+    step, its data and its records)."""
     times = []
     for run in runs(cfg, seeds, root, splits):
         steps = run.steps()
-        while True:
-            tick = time.perf_counter()
-            try:
-                next(steps)
-            except StopIteration:
-                break
-            times.append(time.perf_counter() - tick)
+        tick = time.perf_counter()
+        try:
+            batch = next(steps)
+            while True:
+                batch = steps.send(run.train_step(batch))
+                times.append(time.perf_counter() - tick)
+                tick = time.perf_counter()
+        except StopIteration:
+            pass
     return times
 
 
-def packed(cfg: RunConfig, seeds: int, root: Path, splits) -> list[float]:
-    """Seconds of each optimizer step of `seeds` runs trained as a pack: one turn of one
-    seed, its RNG swap included."""
-    live = [Seed(run) for run in runs(cfg, seeds, root, splits)]
-    times = []
-    while live:
-        for seed in list(live):
+def packed(step: str):
+    def arm(cfg: RunConfig, seeds: int, root: Path, splits) -> list[float]:
+        """Seconds per seed of each optimizer step of `seeds` runs trained as a pack by
+        `step`: one step of every live seed (RNG swaps, records and next batches
+        included) over the number of seeds."""
+        live = [Seed(run) for run in runs(cfg, seeds, root, splits)]
+        take_step = STEPS[step]()
+        times = []
+        while live:
             tick = time.perf_counter()
-            if seed.turn() is not None:
-                live.remove(seed)
-                continue
-            times.append(time.perf_counter() - tick)
-    return times
+            stats = take_step(live)
+            live = [seed for seed, s in zip(live, stats, strict=True)
+                    if seed.advance(s) is None]
+            times += [(time.perf_counter() - tick) / len(stats)] * len(stats)
+        return times
+    return arm
 
 
-ARMS = {"sequential": sequential, "packed": packed}
+ARMS = {"sequential": sequential, "turns": packed("turns"), "batched": packed("batched")}
+PACKED = ("turns", "batched")
 
 
 def measure(shape: str, seeds: int, steps: int, repeats: int) -> dict:
-    """Per-step times of both arms, run `repeats` times each, alternated A B, B A, ... (so
-    that neither always runs first)."""
+    """Per-step times of every arm, run `repeats` times each, the arms' order rotated
+    from one repeat to the next (so that none always runs first)."""
     cfg = shape_config(shape, steps)
     splits = load_splits(cfg)
     times: dict[str, list[list[float]]] = {arm: [] for arm in ARMS}
+    arms = list(ARMS)
     for repeat in range(repeats):
-        order = list(ARMS) if repeat % 2 == 0 else list(ARMS)[::-1]
-        for arm in order:
+        shift = repeat % len(arms)
+        for arm in arms[shift:] + arms[:shift]:
             with tempfile.TemporaryDirectory() as root:
                 times[arm].append(ARMS[arm](cfg, seeds, Path(root), splits))
     return summarise({"shape": shape, "seeds": seeds, "steps": steps,
@@ -117,22 +127,25 @@ def measure(shape: str, seeds: int, steps: int, repeats: int) -> dict:
 
 
 def summarise(row: dict) -> dict:
-    """Samples/s of each arm (the batch over the median step time of all its runs) and the
-    packed / sequential ratio with a 95% interval over the repeats: each run's median step
-    time (medians, as load from elsewhere comes in bursts), the i-th run of each arm
-    paired, a t interval of the log ratios. Load that covers a whole run moves a run's
-    median, so the interval is over runs, not steps."""
+    """Samples/s of each arm (the batch over the median per-seed step time of all its
+    runs) and each packed arm's ratio to sequential with a 95% interval over the
+    repeats: each run's median step time (medians, as load from elsewhere comes in
+    bursts), the i-th runs of the arms paired, a t interval of the log ratios. Load that
+    covers a whole run moves a run's median, so the interval is over runs, not steps."""
     times = row["step_times_s"]
     medians = {arm: np.array([np.median(run) for run in runs]) for arm, runs in times.items()}
-    logs = np.log(medians["sequential"] / medians["packed"])
-    low, high = stats.ttest_1samp(logs, 0.0).confidence_interval(0.95)
+    ratios = {}
+    for arm in PACKED:
+        logs = np.log(medians["sequential"] / medians[arm])
+        low, high = stats.ttest_1samp(logs, 0.0).confidence_interval(0.95)
+        ratios[arm] = {"ratio": float(np.exp(logs.mean())),
+                       "ratio_95": [float(np.exp(low)), float(np.exp(high))]}
     everything = {arm: np.concatenate(runs) for arm, runs in times.items()}
     return {**row,
             "samples_per_s": {arm: row["batch_size"] / float(np.median(t))
                               for arm, t in everything.items()},
             "run_medians_s": {arm: m.tolist() for arm, m in medians.items()},
-            "ratio": float(np.exp(logs.mean())),
-            "ratio_95": [float(np.exp(low)), float(np.exp(high))]}
+            "ratios": ratios}
 
 
 def cpu_name() -> str:
@@ -150,14 +163,16 @@ def markdown(report: dict) -> str:
              f"{report['torch']}, {report['date']}, load average "
              f"{report['load_average'][0]:.1f} -> {report['load_average'][1]:.1f}.", "",
              "| shape | K seeds | steps/seed x repeats | sequential samples/s | "
-             "packed samples/s | packed / sequential [95% CI over repeats] |",
-             "|---|---|---|---|---|---|"]
+             "turns samples/s | batched samples/s | turns / sequential [95% CI] | "
+             "batched / sequential [95% CI] |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
-        low, high = row["ratio_95"]
+        rates = row["samples_per_s"]
+        ratios = [f"{r['ratio']:.3f} [{r['ratio_95'][0]:.3f}, {r['ratio_95'][1]:.3f}]"
+                  for r in (row["ratios"][arm] for arm in PACKED)]
         lines.append(f"| {row['shape']} | {row['seeds']} | {row['steps']} x {row['repeats']} | "
-                     f"{row['samples_per_s']['sequential']:.0f} | "
-                     f"{row['samples_per_s']['packed']:.0f} | {row['ratio']:.3f} "
-                     f"[{low:.3f}, {high:.3f}] |")
+                     f"{rates['sequential']:.0f} | {rates['turns']:.0f} | "
+                     f"{rates['batched']:.0f} | {ratios[0]} | {ratios[1]} |")
     return "\n".join(lines) + "\n"
 
 

@@ -22,13 +22,14 @@ can add seeds to a config later and train them as a pack of their own.
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from contextlib import ExitStack
 from pathlib import Path
 
 import torch
-from torch.func import functional_call, stack_module_state
+from torch.func import functional_call
 
 from experiments.config import RunConfig
 from experiments.data import load_splits
@@ -107,54 +108,65 @@ def turns(seeds: list[Seed]) -> list[list[float] | Exception]:
     return stats
 
 
-def batched(seeds: list[Seed]) -> list[list[float]]:
+class Batched:
     """One optimizer step of every seed through one batched model: the seeds' parameters
-    stacked (torch.func.stack_module_state), one vmapped forward of the K batches through
-    the first seed's modules (functional_call) and one backward; then each seed's own
-    gradients (a slice of the stacked ones, averaged over ranks as DDP would) go to its own
-    optimizer, clip and schedule (train.update), so that LAMB's trust ratios and the clip
-    are per seed. The stack is rebuilt from the seeds' parameters at every step: the
-    seeds' own models stay the truth that checkpoints, evaluation and resumption read.
-    The model draws no random numbers in training (no dropout), so the RNG streams are
-    not touched."""
-    runs = [seed.run for seed in seeds]
-    cfg, env = runs[0].cfg, runs[0].env
-    names = [name for name, _ in runs[0].model.named_parameters()]
-    stacked, _ = stack_module_state([run.model for run in runs])
-    stacked = {name: stacked[name].detach().requires_grad_() for name in names}
-    inputs, positions, labels = (torch.stack(list(t)).to(env.device, non_blocking=True)
-                                 for t in zip(*(seed.batch for seed in seeds), strict=True))
+    stacked, one vmapped forward of the K batches through a copy of the first seed's
+    modules (functional_call) and one backward; then each seed's own gradients (a slice
+    of the stacked ones, averaged over ranks as DDP would) go to its own optimizer, clip
+    and schedule (train.update), so that LAMB's trust ratios and the clip are per seed.
 
-    def forward(params, inputs, positions):
-        return functional_call(runs[0].model, params, (inputs, positions))
+    The stack is rebuilt from the seeds' parameters at every step (a copy of the weights,
+    small next to a step): the seeds' own models stay the truth that checkpoints,
+    evaluation and resumption read, and seeds may join at different steps or leave. The
+    copy (`template`) only lends its modules and buffers to functional_call, which does
+    not hand tied (shared) parameters back intact. The model draws no random numbers in
+    training (no dropout), so the seeds' RNG streams are not touched."""
 
-    with autocast(cfg, env.device):
-        logits = torch.func.vmap(forward)(stacked, inputs, positions).float()
-    losses, stats = zip(*(loss_and_stats(logits[k], labels[k], cfg, env)
-                          for k in range(len(runs))), strict=True)
-    stats = env.all_reduce(torch.stack(stats)).tolist()
-    finite = [math.isfinite(s[0]) for s in stats]
-    # A seed whose loss is not finite (it stops as diverged) adds nothing to the others.
-    total = sum(loss for loss, ok in zip(losses, finite, strict=True) if ok)
-    if not any(finite):
+    def __init__(self):
+        self.template: torch.nn.Module | None = None
+
+    def __call__(self, seeds: list[Seed]) -> list[list[float]]:
+        runs = [seed.run for seed in seeds]
+        cfg, env = runs[0].cfg, runs[0].env
+        if self.template is None:
+            self.template = copy.deepcopy(runs[0].model)
+        names = [name for name, _ in runs[0].model.named_parameters()]
+        stacked = {name: torch.stack([p.detach() for p in params]).requires_grad_()
+                   for name, *params in zip(names, *(
+                       [p for _, p in run.model.named_parameters()] for run in runs),
+                       strict=True)}
+        inputs, positions, labels = (torch.stack(list(t)).to(env.device, non_blocking=True)
+                                     for t in zip(*(seed.batch for seed in seeds), strict=True))
+
+        def forward(params, inputs, positions):
+            return functional_call(self.template, params, (inputs, positions))
+
+        with autocast(cfg, env.device):
+            logits = torch.func.vmap(forward)(stacked, inputs, positions).float()
+        losses, stats = zip(*(loss_and_stats(logits[k], labels[k], cfg, env)
+                              for k in range(len(runs))), strict=True)
+        stats = env.all_reduce(torch.stack(stats)).tolist()
+        finite = [math.isfinite(s[0]) for s in stats]
+        if not any(finite):
+            return stats
+        # A seed whose loss is not finite (it stops as diverged) adds nothing to the others.
+        total = sum(loss for loss, ok in zip(losses, finite, strict=True) if ok)
+        grads = torch.autograd.grad(total, list(stacked.values()), allow_unused=True)
+        if env.world_size > 1:
+            for grad in grads:
+                if grad is not None:
+                    env.all_reduce(grad).div_(env.world_size)
+        for k, (run, ok) in enumerate(zip(runs, finite, strict=True)):
+            if not ok:
+                continue
+            run.optimizer.zero_grad(set_to_none=True)
+            for (_, param), grad in zip(run.model.named_parameters(), grads, strict=True):
+                param.grad = None if grad is None else grad[k]
+            update(run.model.parameters(), run.optimizer, run.scheduler, cfg)
         return stats
-    grads = torch.autograd.grad(total, [stacked[name] for name in names], allow_unused=True)
-    if env.world_size > 1:
-        for grad in grads:
-            if grad is not None:
-                env.all_reduce(grad).div_(env.world_size)
-    for k, (run, ok) in enumerate(zip(runs, finite, strict=True)):
-        if not ok:
-            continue
-        params = dict(run.model.named_parameters())
-        run.optimizer.zero_grad(set_to_none=True)
-        for name, grad in zip(names, grads, strict=True):
-            params[name].grad = None if grad is None else grad[k]
-        update(run.model.parameters(), run.optimizer, run.scheduler, cfg)
-    return stats
 
 
-STEPS = {"turns": turns, "batched": batched}
+STEPS = {"turns": lambda: turns, "batched": Batched}  # name -> a new pack's step
 
 
 def pack_step(cfg: RunConfig, device: torch.device, step: str = "auto") -> str:
@@ -187,7 +199,7 @@ def train_pack(cfgs: list[RunConfig], run_dirs: list[Path], step: str = "auto") 
                           "more than train.seed, train.data_seed and train.init_seed")
     run_dirs = [Path(d) for d in run_dirs]
     env = init_distributed()
-    take_step = STEPS[pack_step(cfgs[0], env.device, step)]
+    take_step = STEPS[pack_step(cfgs[0], env.device, step)]()
     if len(cfgs) == 1:
         return [train_run(cfgs[0], run_dirs[0])]
     results = [finished_result(cfg, d) for cfg, d in zip(cfgs, run_dirs, strict=True)]
