@@ -47,6 +47,7 @@ from experiments.packing import STEPS, Seed
 from experiments.train import Run
 
 HERE = Path(__file__).resolve().parent
+DEVICE = torch.device("cpu")  # --device
 RESULTS = HERE / "results"
 SHAPES = ("demo", "fashion-mnist")
 BENCH = {"data.val_size": 0, "train.eval_every": None}
@@ -60,7 +61,7 @@ def shape_config(shape: str, steps: int) -> RunConfig:
 
 
 def runs(cfg: RunConfig, seeds: int, root: Path, splits) -> list[Run]:
-    env = Distributed(0, 1, torch.device("cpu"))
+    env = Distributed(0, 1, DEVICE)
     built = []
     for seed in range(seeds):
         run = Run(cfg.replace({"train.seed": seed}), root / f"seed{seed}", env, None, splits)
@@ -76,14 +77,15 @@ def sequential(cfg: RunConfig, seeds: int, root: Path, splits) -> list[float]:
     for run in runs(cfg, seeds, root, splits):
         steps = run.steps()
         tick = time.perf_counter()
-        try:
-            batch = next(steps)
-            while True:
-                batch = steps.send(run.train_step(batch))
-                times.append(time.perf_counter() - tick)
-                tick = time.perf_counter()
-        except StopIteration:
-            pass
+        batch = next(steps)
+        while batch is not None:
+            stats = run.train_step(batch)
+            try:
+                batch = steps.send(stats)
+            except StopIteration:
+                batch = None
+            times.append(time.perf_counter() - tick)
+            tick = time.perf_counter()
     return times
 
 
@@ -109,13 +111,13 @@ ARMS = {"sequential": sequential, "turns": packed("turns"), "batched": packed("b
 PACKED = ("turns", "batched")
 
 
-def measure(shape: str, seeds: int, steps: int, repeats: int) -> dict:
-    """Per-step times of every arm, run `repeats` times each, the arms' order rotated
-    from one repeat to the next (so that none always runs first)."""
+def measure(shape: str, seeds: int, steps: int, repeats: int,
+            arms: tuple[str, ...] = tuple(ARMS)) -> dict:
+    """Per-step times of `arms` (sequential first), each run `repeats` times, their order
+    rotated from one repeat to the next (so that none always runs first)."""
     cfg = shape_config(shape, steps)
     splits = load_splits(cfg)
-    times: dict[str, list[list[float]]] = {arm: [] for arm in ARMS}
-    arms = list(ARMS)
+    times: dict[str, list[list[float]]] = {arm: [] for arm in arms}
     for repeat in range(repeats):
         shift = repeat % len(arms)
         for arm in arms[shift:] + arms[:shift]:
@@ -135,7 +137,7 @@ def summarise(row: dict) -> dict:
     times = row["step_times_s"]
     medians = {arm: np.array([np.median(run) for run in runs]) for arm, runs in times.items()}
     ratios = {}
-    for arm in PACKED:
+    for arm in (arm for arm in PACKED if arm in times):
         logs = np.log(medians["sequential"] / medians[arm])
         low, high = stats.ttest_1samp(logs, 0.0).confidence_interval(0.95)
         ratios[arm] = {"ratio": float(np.exp(logs.mean())),
@@ -159,7 +161,7 @@ def cpu_name() -> str:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"Seed packing on {report['cpu']}, {report['threads']} thread, torch "
+    lines = [f"Seed packing on {report['device']}, {report['threads']} thread, torch "
              f"{report['torch']}, {report['date']}, load average "
              f"{report['load_average'][0]:.1f} -> {report['load_average'][1]:.1f}.", "",
              "| shape | K seeds | steps/seed x repeats | sequential samples/s | "
@@ -168,11 +170,11 @@ def markdown(report: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
         rates = row["samples_per_s"]
-        ratios = [f"{r['ratio']:.3f} [{r['ratio_95'][0]:.3f}, {r['ratio_95'][1]:.3f}]"
-                  for r in (row["ratios"][arm] for arm in PACKED)]
+        cells = [f"{rates[arm]:.0f}" if arm in rates else "-" for arm in PACKED]
+        cells += [f"{r['ratio']:.3f} [{r['ratio_95'][0]:.3f}, {r['ratio_95'][1]:.3f}]"
+                  if r else "-" for r in (row["ratios"].get(arm) for arm in PACKED)]
         lines.append(f"| {row['shape']} | {row['seeds']} | {row['steps']} x {row['repeats']} | "
-                     f"{rates['sequential']:.0f} | {rates['turns']:.0f} | "
-                     f"{rates['batched']:.0f} | {ratios[0]} | {ratios[1]} |")
+                     f"{rates['sequential']:.0f} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -182,13 +184,19 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[4, 8], metavar="K")
     parser.add_argument("--steps", type=int, default=30, help="training steps per seed")
     parser.add_argument("--repeats", type=int, default=4, help="runs of each arm per row")
+    parser.add_argument("--packed", nargs="+", choices=PACKED, default=list(PACKED),
+                        help="the packed arms measured against sequential")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: the seeds' device")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(1)
     load_before = os.getloadavg()[0]
-    rows = [measure(shape, k, args.steps, args.repeats)
+    rows = [measure(shape, k, args.steps, args.repeats, ("sequential", *args.packed))
             for shape in args.shapes for k in args.seeds]
-    report = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    device = (torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else cpu_name())
+    report = {"device": device, "threads": torch.get_num_threads(), "torch": torch.__version__,
               "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
               "load_average": [load_before, os.getloadavg()[0]], "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
