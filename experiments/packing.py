@@ -3,18 +3,26 @@
 
 Every seed of a pack is its own Run (experiments/train.py): its own model, optimizer and
 schedule (so LAMB's trust ratios and any gradient clipping are per seed by construction),
-its own batch order, its own RNG stream (swapped in for each of its steps), and its own
-run folder, records and checkpoint. The pack takes turns, one optimizer step of each live
-seed at a time, so each seed computes exactly what it computes alone, and a pack killed
-at any point resumes every seed from its own checkpoint, as a solo run would. What the
-seeds share is the process, the loaded data set and one scheduler task: on a SLURM
-cluster K seeds cost one job, one start-up and one data load instead of K.
+its own batch order, its own RNG stream, and its own run folder, records and checkpoint.
+Each Run's loop is a coroutine (Run.steps) that yields the batch it wants trained on and
+takes back the step's statistics; the pack trains the live seeds' batches one of two
+ways (`pack_step`):
 
-Why turns and not one batched model (torch.func's stack_module_state + vmap, or an
-ensemble dimension in every matmul): on CPU, vmap ran slower than the seeds one after
-another, as SDPA and the cross-attend kernel InputAttention have no CPU batching rule; the
-measured ratios are in docs/performance.md. A batched step would replace `turns` below;
-the seeds' records, folders and resumption would stay as they are.
+- `turns`: one seed's own optimizer step after another, each in its own RNG streams, so
+  each seed computes exactly what it computes alone (bit for bit);
+- `batched`: one batched model (`Batched`): the seeds' parameters stacked, one
+  torch.func.vmap'd forward and one backward over their K batches, then each seed's
+  gradient slice through its own optimizer. Equal to a solo run up to the rounding of
+  the batched matmuls. Needs the core's cross-attend kernel to be vmap-able
+  (perceiver_core/attention.py, InputAttention.vmap); SDPA has no CPU batching rule, so
+  on CPU vmap loops over the seeds there.
+
+On a GPU, where small models leave the device idle, the batched step is the point of
+packing; on CPU the turns are the default, as the batched step measured no faster
+(docs/performance.md, "Seed packing"). Either way a pack killed at any point resumes
+every seed from its own checkpoint, as a solo run would, and what the seeds share is the
+process, the loaded data set and one scheduler task: on a SLURM cluster K seeds cost one
+job, one start-up and one data load instead of K.
 
 A pack is any list of configs that differ only in their seeds (`pack_key`), so a sweep
 can add seeds to a config later and train them as a pack of their own.
@@ -173,8 +181,9 @@ def pack_step(cfg: RunConfig, device: torch.device, step: str = "auto") -> str:
     """The step a pack of cfg's seeds takes, `turns` or `batched` (STEPS). `auto` is
     `batched` on a GPU, where it is the point of packing, and `turns` on a CPU, where
     the batched step measured no faster (docs/performance.md, "Seed packing"). Only the
-    Perceiver batches: the baselines' batch norm keeps running statistics that vmap
-    cannot update per seed, and a compiled model is compiled for one seed."""
+    Perceiver batches: the ResNet baseline's batch norm updates running statistics,
+    which vmap cannot do per seed in place, and a compiled model is compiled for one
+    seed's module, not the vmapped function."""
     if step not in (*STEPS, "auto"):
         raise ConfigError(f"unknown pack step {step!r}: choose turns, batched or auto")
     batchable = cfg.model.arch == "perceiver" and not cfg.train.compile
