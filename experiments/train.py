@@ -347,20 +347,31 @@ def train_step(trainer, optimizer, scheduler, batch, cfg: RunConfig,
     inputs, positions, labels = to_device(batch, env.device)
     with autocast(cfg, env.device):
         logits = trainer(inputs, positions).float()
-    loss, hits = loss_and_hits(logits, labels, cfg.train.label_smoothing)
-    hits = loss.new_zeros(()) if hits is None else hits  # multi-label: no accuracy
-    stats = env.all_reduce(torch.stack([loss.detach() * len(labels), hits,
-                                        torch.tensor(len(labels), device=env.device)]).double())
-    stats = stats.tolist()
+    loss, stats = loss_and_stats(logits, labels, cfg, env)
+    stats = env.all_reduce(stats).tolist()
     if not math.isfinite(stats[0]):
         return stats
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    update(trainer.parameters(), optimizer, scheduler, cfg)
+    return stats
+
+
+def loss_and_stats(logits, labels, cfg: RunConfig, env: Distributed):
+    """(loss, [loss * n, correct, n] of this rank as a float64 tensor) of a training batch."""
+    loss, hits = loss_and_hits(logits, labels, cfg.train.label_smoothing)
+    hits = loss.new_zeros(()) if hits is None else hits  # multi-label: no accuracy
+    return loss, torch.stack([loss.detach() * len(labels), hits,
+                              torch.tensor(len(labels), device=env.device)]).double()
+
+
+def update(parameters, optimizer, scheduler, cfg: RunConfig) -> None:
+    """The optimizer step from the gradients in `parameters`: clipped to train.grad_clip
+    (over these parameters only: one run's), then the schedule's step."""
     if cfg.train.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(trainer.parameters(), cfg.train.grad_clip)
+        torch.nn.utils.clip_grad_norm_(parameters, cfg.train.grad_clip)
     optimizer.step()
     scheduler.step()
-    return stats
 
 
 class Run:
@@ -558,17 +569,25 @@ class Run:
     def fit(self) -> str:
         """Train to total_steps: 'completed', or 'diverged' at the first non-finite loss."""
         steps = self.steps()
-        while True:
-            try:
-                next(steps)
-            except StopIteration as end:
-                return end.value
+        try:
+            batch = next(steps)
+            while True:
+                batch = steps.send(self.train_step(batch))
+        except StopIteration as end:
+            return end.value
+
+    def train_step(self, batch) -> list[float]:
+        """One optimizer step of this run alone (train_step)."""
+        return train_step(self.trainer, self.optimizer, self.scheduler, batch, self.cfg,
+                          self.env)
 
     def steps(self):
-        """fit() one optimizer step at a time: a generator that yields after each step (its
-        records written) and returns fit's status, so that a pack (experiments/packing.py)
-        can take turns between the runs of its seeds. Time spent away from the generator
-        is not this run's training time."""
+        """fit() as a coroutine: a generator that yields each batch to train on and is
+        sent back that step's statistics (train_step's), then writes the step's records
+        and yields the next batch; it returns fit's status. A pack (experiments/packing.py)
+        steps its seeds' batches itself, one at a time or as one batched model. Time from
+        one yield to the next counts as this run's training time, except evaluation and
+        records."""
         tc, p = self.cfg.train, self.progress
         tick = last_log = time.perf_counter()
         while p.step < self.total_steps:
@@ -577,8 +596,7 @@ class Run:
                     self.batch_size, seed=tc.order_seed, epoch=epoch, train=True,
                     start_batch=start, rank=self.env.rank, world_size=self.env.world_size):
                 lr = self.optimizer.param_groups[0]["lr"]
-                stats = train_step(self.trainer, self.optimizer, self.scheduler, batch,
-                                   self.cfg, self.env)
+                stats = yield batch
                 if not math.isfinite(stats[0]):
                     log(f"non-finite training loss at step {p.step + 1}: diverged", self.env)
                     return "diverged"
@@ -609,8 +627,6 @@ class Run:
                     tick = time.perf_counter()  # evaluation and records are not training time
                 if done:
                     break
-                yield
-                tick = time.perf_counter()
         return "completed"
 
     def log_progress(self, lr: float) -> None:

@@ -84,8 +84,10 @@ class InputAttention(torch.autograd.Function):
     gains over SDPA, at which shapes: docs/performance.md, "InputAttention"."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, x: Tensor) -> Tensor:
-        shape, ctx.q_shape = (*q.shape[:-1], x.shape[-1]), q.shape
+    def forward(q: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(out, lse): lse, the rows' log-sum-exps, is an output only so that backward
+        can have it (setup_context sees inputs and outputs, which vmap needs)."""
+        shape = (*q.shape[:-1], x.shape[-1])
         q, x = q.reshape(-1, *q.shape[-2:]), x.reshape(-1, *x.shape[-2:])
         out = q.new_zeros(*q.shape[:-1], x.shape[-1])
         lse = q.new_empty(*q.shape[:-1], 1)
@@ -101,12 +103,29 @@ class InputAttention(torch.autograd.Function):
                 peak = new_peak
             acc.div_(total)
             lse[e] = peak + total.log()
-        ctx.save_for_backward(q, x, out, lse)
-        return out.view(shape)
+        return out.view(shape), lse.view(*shape[:-1], 1)
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):
+    def setup_context(ctx, inputs, output) -> None:
+        q, x = inputs
+        out, lse = output
+        ctx.mark_non_differentiable(lse)
+        ctx.save_for_backward(q, x, out, lse)
+
+    @staticmethod
+    def vmap(info, in_dims, q: Tensor, x: Tensor):
+        """Under torch.func.vmap (a seed pack's stacked models, experiments/packing.py) the
+        mapped dimension is one more leading dim of the same kernel."""
+        q, x = (t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
+                for t, d in zip((q, x), in_dims, strict=True))
+        return InputAttention.apply(q, x), (0, 0)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor, _grad_lse: Tensor | None = None):
         q, x, out, lse = ctx.saved_tensors
+        q_shape = q.shape
+        q, x = q.reshape(-1, *q.shape[-2:]), x.reshape(-1, *x.shape[-2:])
+        out, lse = out.reshape(*q.shape[:-1], -1), lse.reshape(*q.shape[:-1], 1)
         grad_out = grad_out.reshape(out.shape)
         delta = (grad_out * out).sum(dim=-1, keepdim=True)  # rowsum(dP * P)
         grad_q = torch.zeros_like(q)
@@ -116,7 +135,7 @@ class InputAttention(torch.autograd.Function):
                 weights = floored_exp_(q[e] @ xt, lse[e])
                 grad_logits = (grad_out[e] @ xt).sub_(delta[e]).mul_(weights)
                 grad_q[e].baddbmm_(grad_logits, x[e, c])
-        return grad_q.view(ctx.q_shape), None
+        return grad_q.view(q_shape), None
 
 
 def attend_inputs(q: Tensor, x: Tensor, scale: float) -> Tensor:
@@ -124,7 +143,7 @@ def attend_inputs(q: Tensor, x: Tensor, scale: float) -> Tensor:
     lack x's batch dims."""
     q = q.expand(*x.shape[:-2], *q.shape[-2:])
     if x.device.type == "cpu" and q.dtype in (torch.float32, torch.float64):
-        return InputAttention.apply(q * scale, x)
+        return InputAttention.apply(q * scale, x)[0]
     return sdpa(q, x, x, scale)
 
 

@@ -238,6 +238,26 @@ def test_input_attention_is_attention_with_a_gradient_for_the_queries_only(eleme
         q.detach().expand(3, -1, -1, -1) * 30, x, x, scale=1.0), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("x_mapped", [True, False])
+def test_input_attention_under_vmap_is_each_slice_alone(x_mapped):
+    """torch.func.vmap over stacked queries (a seed pack's models, experiments/packing.py)
+    runs the kernel once with one more leading dim (its vmap rule): the same numbers and
+    query gradients as each slice on its own, for inputs mapped or shared."""
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(4, 3, 1, 20, 9, dtype=torch.float64, generator=generator)
+    x = torch.randn(*((4,) if x_mapped else ()), 3, 1, 64, 9, dtype=torch.float64,
+                    generator=generator)
+    q.requires_grad_(True)
+    got = torch.func.vmap(lambda q, x: attention.attend_inputs(q, x, 0.5),
+                          in_dims=(0, 0 if x_mapped else None))(q, x)
+    alone = torch.stack([attention.attend_inputs(q[k], x[k] if x_mapped else x, 0.5)
+                         for k in range(4)])
+    torch.testing.assert_close(got, alone, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(got.shape, dtype=torch.float64, generator=generator)
+    torch.testing.assert_close(torch.autograd.grad(got, q, grad)[0],
+                               torch.autograd.grad(alone, q, grad)[0], rtol=1e-12, atol=1e-12)
+
+
 def test_every_parameter_gets_a_gradient():
     model = small()
     inputs, pos = batch()

@@ -350,6 +350,53 @@ def samples_per_second(model, cfg, batch, device, warmup: int = 3, steps: int = 
     return steps * len(batch.labels) / (time.perf_counter() - tick)
 
 
+@pytest.mark.gpu
+def test_packed_seeds_match_solo_on_the_device(device, tiny, tmp_path):
+    """The batched pack step where it is meant to pay (K small models filling one GPU):
+    each seed of a pack of two, trained by one vmapped forward/backward in fp32, ends
+    where it ends alone; shared latent blocks and a second cross-attend included. The
+    tolerance allows cuBLAS's batched kernels their own rounding over four steps."""
+    from experiments.packing import train_pack
+    from experiments.train import train_run
+
+    base = {**tiny, "train.precision": "fp32", "model.num_blocks": 2,
+            "model.num_cross_attends": 2, "train.grad_clip": 0.5}
+    cfgs = [load_config(None, {**base, "train.seed": seed}) for seed in (0, 1)]
+    solo = [train_run(cfg, tmp_path / f"solo{i}") for i, cfg in enumerate(cfgs)]
+    packed = train_pack(cfgs, [tmp_path / f"packed{i}" for i in range(2)], step="batched")
+    assert solo[0]["final"] != solo[1]["final"]
+    for mine, reference in zip(packed, solo, strict=True):
+        assert mine["status"] == "completed" and mine["step"] == reference["step"] == 4
+        for key in ("train_loss", "val_loss", "test_loss"):
+            assert mine["final"][key] == pytest.approx(reference["final"][key], rel=1e-4)
+        for key in ("train_acc", "val_acc", "test_acc"):  # within one example of 64
+            assert mine["final"][key] == pytest.approx(reference["final"][key], abs=1 / 64)
+
+
+@pytest.mark.gpu
+def test_packed_against_sequential_rate_at_the_demo_shape(device, tmp_path, record_property):
+    """benchmarks/packing.py on the device: K = 8 and 32 seeds of the demo's model, the
+    batched pack step against the same seeds one after another (a CPU dry run: K = 2, two
+    steps). The measured rates and ratio are the test's properties (gpu-tests.xml)."""
+    seeds, steps = (["2"], "2") if device.type == "cpu" else (["8", "32"], "6")
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "packing.py"), "--shapes", "demo",
+         "--seeds", *seeds, "--steps", steps, "--repeats", "2", "--packed", "batched",
+         "--device", device.type, "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "packing.json").read_text())
+    assert [row["seeds"] for row in report["rows"]] == [int(k) for k in seeds]
+    for row in report["rows"]:
+        rates = row["samples_per_s"]
+        record_property(f"packing_k{row['seeds']}", json.dumps(
+            {"samples_per_s": rates, **row["ratios"]["batched"]}))
+        assert set(rates) == {"sequential", "batched"} and min(rates.values()) > 0
+        # every arm trained every step of every seed of every repeat
+        assert all(len(run) == row["seeds"] * row["steps"]
+                   for runs in row["step_times_s"].values() for run in runs)
+
+
 @pytest.mark.gpu  # last of the gpu tests: compiling takes longest
 def test_compiled_model_matches_eager_and_is_timed(device, tiny, tmp_path, monkeypatch,
                                                    record_property):

@@ -1,7 +1,8 @@
 """Seed-packed training (experiments/packing.py) and common random numbers
 (train.data_seed / train.init_seed / train.coupled_init, experiments/seeding.py): a pack's
-seeds equal the same seeds trained alone (metrics, curves, checkpoints), also after a
-kill -9, under DDP and through `sweep --pack-seeds` on the local and SLURM executors."""
+seeds equal the same seeds trained alone (metrics, curves, checkpoints), by turns bit for
+bit and by the batched step within BATCHED_RTOL, also after a kill -9, under DDP and
+through `sweep --pack-seeds` on the local and SLURM executors."""
 
 from __future__ import annotations
 
@@ -23,20 +24,27 @@ from experiments.config import ConfigError, load_config
 from experiments.data import input_spec
 from experiments.distributed import leave_distributed
 from experiments.orchestration.tracking import read_manifest
-from experiments.packing import pack_key, packs, train_pack
+from experiments.packing import pack_key, pack_step, packs, train_pack
 from experiments.records import CHECKPOINT, METRICS, RESULT, read_json, read_jsonl
 from experiments.train import build_for, initial_model, train_run
 
 # Per-seed optimizer maths are exercised: LAMB with weight decay, and a gradient clip low
 # enough to bind (a clip over the stacked seeds would give other numbers).
-TINY = {"model.num_latents": 8, "model.latent_channels": 16, "model.num_blocks": 1,
-        "model.self_attends_per_block": 1, "model.num_cross_attends": 1,
+# Two shared latent blocks and two cross-attends: the batched step must hand tied weights
+# their gradients from both places they are used.
+TINY = {"model.num_latents": 8, "model.latent_channels": 16, "model.num_blocks": 2,
+        "model.self_attends_per_block": 1, "model.num_cross_attends": 2,
         "model.latent_heads": 2, "encoding.num_bands": 4, "data.train_subset": 320,
         "data.val_size": 193, "train.batch_size": 32, "train.epochs": 2, "train.lr": 0.05,
         "train.eval_every": 4, "train.warmup_steps": 2, "train.weight_decay": 0.01,
         "train.grad_clip": 0.5, "train.checkpoint_every": 5}
 SEEDS = (0, 1)
 TIMING = ("time_s", "samples_per_s")
+# The batched step's matmuls run over a stacked seed dimension, so they round otherwise
+# than a solo run's: the issue's bar on final metrics in fp32 on CPU, also held by the
+# curves; weights after 20 steps agree to a few float32 ulps of their scale.
+BATCHED_RTOL = 1e-5
+WEIGHTS_RTOL, WEIGHTS_ATOL = 1e-4, 1e-6
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -71,34 +79,58 @@ def curve(run_dir: Path) -> list[dict]:
             for row in read_jsonl(run_dir / METRICS)]
 
 
-def assert_same_run(run_dir: Path, reference: Path) -> None:
-    """Bit-identical metrics, curve and final weights and optimizer state."""
+def assert_same_run(run_dir: Path, reference: Path, step: str = "turns") -> None:
+    """The same metrics, curve, final weights and optimizer state: bit for bit by turns,
+    within BATCHED_RTOL (weights: WEIGHTS_RTOL) by the batched step."""
     one, two = read_json(reference / RESULT), read_json(run_dir / RESULT)
     assert two["status"] == "completed" and two["run_id"] == one["run_id"]
-    assert two["final"] == one["final"]
-    assert curve(run_dir) == curve(reference)
     ckpts = [torch.load(d / CHECKPOINT, weights_only=True) for d in (reference, run_dir)]
-    for name, tensor in ckpts[0]["model"].items():
-        assert torch.equal(ckpts[1]["model"][name], tensor), name
     assert ckpts[1]["step"] == ckpts[0]["step"]
-    for key, state in ckpts[0]["optimizer"]["state"].items():
-        for name, value in state.items():
-            assert torch.equal(torch.as_tensor(ckpts[1]["optimizer"]["state"][key][name]),
-                               torch.as_tensor(value)), (key, name)
+    tensors = [(ckpts[0]["model"], ckpts[1]["model"])] + [
+        (state, ckpts[1]["optimizer"]["state"][key])
+        for key, state in ckpts[0]["optimizer"]["state"].items()]
+    if step == "turns":
+        assert two["final"] == one["final"]
+        assert curve(run_dir) == curve(reference)
+        for reference_state, state in tensors:
+            for name, value in reference_state.items():
+                assert torch.equal(torch.as_tensor(state[name]), torch.as_tensor(value)), name
+        return
+    assert two["final"] == pytest.approx(one["final"], rel=BATCHED_RTOL)
+    rows = curve(run_dir)
+    assert [r["step"] for r in rows] == [r["step"] for r in curve(reference)]
+    for row, reference_row in zip(rows, curve(reference), strict=True):
+        assert row == pytest.approx(reference_row, rel=BATCHED_RTOL)
+    for reference_state, state in tensors:
+        for name, value in reference_state.items():
+            torch.testing.assert_close(torch.as_tensor(state[name]), torch.as_tensor(value),
+                                       rtol=WEIGHTS_RTOL, atol=WEIGHTS_ATOL, msg=str(name))
 
 
-def test_a_pack_trains_each_seed_exactly_as_alone(solo, base, tmp_path):
-    """The seeds' runs differ from each other (own init, own batch order), and each packed
-    seed is its solo run bit for bit, so within any tolerance."""
-    assert read_json(solo[0] / RESULT)["final"] != read_json(solo[1] / RESULT)["final"]
+def test_a_batched_pack_trains_each_seed_as_alone(solo, base, tmp_path):
+    """One vmapped forward/backward over both seeds' own batches, each seed's own LAMB
+    (weight decay, a binding clip): each seed's run is its solo run within BATCHED_RTOL."""
     dirs = [tmp_path / f"seed{s}" for s in SEEDS]
-    results = train_pack(configs(base), dirs)
+    results = train_pack(configs(base), dirs, step="batched")
     assert [r["status"] for r in results] == ["completed"] * len(SEEDS)
     for run_dir, reference in zip(dirs, solo, strict=True):
-        assert_same_run(run_dir, reference)
-    # A second call finds every seed finished and trains nothing.
-    again = train_pack(configs(base), dirs)
-    assert [r["sessions"] for r in again] == [r["sessions"] for r in results]
+        assert_same_run(run_dir, reference, "batched")
+
+
+def test_pack_step_chooses_and_refuses(base, tmp_path):
+    cfg = configs(base)[0]
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert pack_step(cfg, cpu) == "turns" and pack_step(cfg, cuda) == "batched"
+    assert pack_step(cfg, cpu, "batched") == "batched"
+    assert pack_step(cfg.replace({"train.compile": True}), cuda) == "turns"
+    resnet = cfg.replace({"model.arch": "resnet"})
+    assert pack_step(resnet, cuda) == "turns"
+    with pytest.raises(ConfigError, match="batched pack step takes model.arch=perceiver"):
+        train_pack([resnet, resnet.replace({"train.seed": 1})],
+                   [tmp_path / "a", tmp_path / "b"], step="batched")
+    with pytest.raises(ConfigError, match="unknown pack step 'vmap'"):
+        pack_step(cfg, cpu, "vmap")
+    assert not (tmp_path / "a").exists()
 
 
 KILLER = textwrap.dedent("""
@@ -119,15 +151,17 @@ KILLER = textwrap.dedent("""
 
     train.Run.save_checkpoint = save_then_maybe_die
     cfgs = [load_config(None, {{**{base!r}, "train.seed": s}}) for s in {seeds!r}]
-    train_pack(cfgs, [Path(sys.argv[1]) / f"seed{{s}}" for s in {seeds!r}])
+    train_pack(cfgs, [Path(sys.argv[1]) / f"seed{{s}}" for s in {seeds!r}], step={step!r})
 """)
 
 
-def test_kill_9_of_a_pack_resumes_every_seed_identically(solo, base, tmp_path):
+@pytest.mark.parametrize("step", ["turns", "batched"])
+def test_kill_9_of_a_pack_resumes_every_seed_identically(solo, base, tmp_path, step):
     """SIGKILL right after seed 0's checkpoint of step 10, while seed 1's last is step 5
     (its rows of step 8 must be dropped and computed again): the rerun resumes each seed
-    from its own checkpoint to the solo numbers."""
-    script = KILLER.format(kill_at=3, base=base, seeds=SEEDS)
+    from its own checkpoint to the solo numbers (the batched step: seeds at different
+    steps in one stack)."""
+    script = KILLER.format(kill_at=3, base=base, seeds=SEEDS, step=step)
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
                           text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr
@@ -136,27 +170,30 @@ def test_kill_9_of_a_pack_resumes_every_seed_identically(solo, base, tmp_path):
     assert [[r["step"] for r in read_jsonl(d / METRICS)] for d in dirs] == [[4, 8], [4, 8]]
     assert {read_json(d / RESULT)["status"] for d in dirs} == {"running"}
 
-    results = train_pack(configs(base), dirs)
+    results = train_pack(configs(base), dirs, step=step)
     for run_dir, reference in zip(dirs, solo, strict=True):
-        assert_same_run(run_dir, reference)
+        assert_same_run(run_dir, reference, step)
     assert [[s["from_step"] for s in r["sessions"]] for r in results] == [[0, 10], [0, 5]]
 
 
-def ddp_pack_worker(rank: int, world_size: int, port: int, base: dict, root: str) -> None:
+def ddp_pack_worker(rank: int, world_size: int, port: int, base: dict, root: str,
+                    step: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    train_pack(configs(base), [Path(root) / f"seed{s}" for s in SEEDS])
+    train_pack(configs(base), [Path(root) / f"seed{s}" for s in SEEDS], step=step)
     leave_distributed()
 
 
-def test_a_pack_trains_under_ddp(solo, base, tmp_path):
-    """Two gloo processes, each seed one DDP run of the pack: the same numbers as one
-    process up to DDP's reduction order (the tolerance of test_train's DDP test)."""
+@pytest.mark.parametrize("step", ["turns", "batched"])
+def test_a_pack_trains_under_ddp(solo, base, tmp_path, step):
+    """Two gloo processes, each seed one DDP run of the pack (the batched step averages
+    its stacked gradients over the ranks itself): the same numbers as one process up to
+    DDP's reduction order (the tolerance of test_train's DDP test)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    mp.spawn(ddp_pack_worker, args=(2, port, base, str(tmp_path)), nprocs=2)
+    mp.spawn(ddp_pack_worker, args=(2, port, base, str(tmp_path), step), nprocs=2)
     for seed, reference in zip(SEEDS, solo, strict=True):
         one, two = read_json(reference / RESULT), read_json(tmp_path / f"seed{seed}" / RESULT)
         assert two["status"] == "completed" and two["step"] == one["step"]
