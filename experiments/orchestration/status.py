@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from experiments.formatting import human, table
+from experiments.orchestration.adaptive import summary
 from experiments.orchestration.tracking import run_states
 from perceiver_core.config import ConfigError
 
@@ -90,6 +91,9 @@ def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[st
     if resumed:
         lines.append("resumed runs (sessions: steps, nodes, job, end):")
         lines += [f"  {s.run_id}: {story(s.result['sessions'])}" for s in resumed]
+    rounds = summary(folder)  # a sweep --until-resolved's rounds and verdicts
+    if rounds:
+        lines.append(rounds)
     failed = [s for s in states if s.state == "failed"]
     if failed:
         lines.append("failed runs (log, last error line):")
