@@ -23,22 +23,23 @@ from experiments.orchestration.sweeps import load_sweep
 from experiments.orchestration.tracking import read_manifest, run_states
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_BASE = {  # tests/test_sweep.py's tiny model: a run takes a few seconds on one core
+TINY_BASE = {  # tests/test_sweep.py's tiny model, 40 steps: enough to leave chance behind
     "model": {"num_latents": 8, "latent_channels": 16, "num_blocks": 1,
               "self_attends_per_block": 1, "num_cross_attends": 1, "latent_heads": 1},
     "encoding": {"num_bands": 2},
     "data": {"train_subset": 256, "val_size": 256, "image_size": 14},
-    "train": {"max_steps": 20, "batch_size": 64, "eval_every": 10, "epochs": 100,
-              "warmup_steps": 0, "lr": 0.01},
+    "train": {"max_steps": 40, "batch_size": 64, "eval_every": 20, "epochs": 100,
+              "warmup_steps": 0, "lr": 0.02},
 }
 # base | lr 1e-7 (barely trains: a planted large effect) | eval every 20 (the same model:
 # a null, kept open by a --delta too small to call it equivalent)
-PLANTED = {"train.lr": [0.01, 1e-7, 0.01], "train.eval_every": [10, 10, 20]}
-SLOW, NULL = "train.lr=1e-07 train.eval_every=10", "train.lr=0.01 train.eval_every=20"
+PLANTED = {"train.lr": [0.02, 1e-7, 0.02], "train.eval_every": [20, 20, 40]}
+SLOW, NULL = "train.lr=1e-07 train.eval_every=20", "train.lr=0.02 train.eval_every=40"
 
 
-def write_sweep(path: Path, seeds=(0, 1, 2, 3), zipped=None, **base) -> Path:
-    spec = {"base": {**TINY_BASE, **base}, "zip": zipped or PLANTED, "seeds": list(seeds)}
+def write_sweep(path: Path, seeds=(0, 1, 2, 3), zipped=None, root: Path | None = None) -> Path:
+    base = {**TINY_BASE, "data": {**TINY_BASE["data"], **({"root": str(root)} if root else {})}}
+    spec = {"base": base, "zip": zipped or PLANTED, "seeds": list(seeds)}
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
@@ -85,11 +86,11 @@ def run_cli(*argv) -> subprocess.Popen:
 
 
 def test_stops_a_large_effect_keeps_going_on_a_null_and_resumes_after_a_kill(
-        tmp_path, capsys, fashion_mnist_root):
+        tmp_path, capsys, tiny_fashion_mnist):
     """Round 1 (4 seeds x 3 configs) decides lr 1e-7 `worse`; the null stays open, so
     round 2 adds a seed to it and the base only. The driver is killed -9 in round 2; a
     rerun continues the same rounds to the cap and trains no run twice."""
-    sweep = write_sweep(tmp_path / "planted.yaml")
+    sweep = write_sweep(tmp_path / "planted.yaml", root=tiny_fashion_mnist)
     out = tmp_path / "out"
     args = ["sweep", sweep, "--until-resolved", "--delta", "0.01", "--max-seeds", "5",
             "--round", "1", "--out", out]
@@ -110,8 +111,8 @@ def test_stops_a_large_effect_keeps_going_on_a_null_and_resumes_after_a_kill(
     state = json.loads((out / STATE).read_text())
     assert state["state"] == "done" and len(state["rounds"]) == 2, text
     assert [r["seeds"] for r in state["rounds"]] == [
-        {"train.lr=0.01 train.eval_every=10": 4, SLOW: 4, NULL: 4},
-        {"train.lr=0.01 train.eval_every=10": 5, SLOW: 4, NULL: 5}]
+        {"train.lr=0.02 train.eval_every=20": 4, SLOW: 4, NULL: 4},
+        {"train.lr=0.02 train.eval_every=20": 5, SLOW: 4, NULL: 5}]
     (slow,) = state["decided"]
     assert slow["level"] == SLOW and slow["round"] == 1 and slow["high"] < 0
     (null,) = state["open"]
@@ -128,9 +129,9 @@ def test_stops_a_large_effect_keeps_going_on_a_null_and_resumes_after_a_kill(
 
 
 @pytest.mark.slurm
-def test_one_round_on_the_slurm_cluster(tmp_path, capsys, slurm_cluster, fashion_mnist_root):
+def test_one_round_on_the_slurm_cluster(tmp_path, capsys, slurm_cluster, tiny_fashion_mnist):
     sweep = write_sweep(tmp_path / "two.yaml", seeds=(0, 1, 2),
-                        zipped={"train.lr": [0.01, 1e-7]})
+                        zipped={"train.lr": [0.02, 1e-7]}, root=tiny_fashion_mnist)
     out = tmp_path / "out"
     assert main(["sweep", str(sweep), "--until-resolved", "--max-seeds", "3", "--executor",
                  "slurm", "--cluster", "local", "--out", str(out)]) == 0
