@@ -177,7 +177,7 @@ def test_a_rerun_with_other_settings_is_refused_before_submitting(tmp_path, caps
     out.mkdir()
     point = load_sweep(sweep).points[0]
     (out / STATE).write_text(json.dumps({
-        "sweep": str(sweep), "metric": "final.test_acc", "delta": 0.5, "max_seeds": 16,
+        "sweep": str(sweep.resolve()), "metric": "final.test_acc", "delta": 0.5, "max_seeds": 16,
         "round_seeds": 2, "overrides": {}, "state": "running", "rounds": []}))
     assert main(["sweep", str(sweep), "--until-resolved", "--delta", "1", "--out",
                  str(out)]) == 2

@@ -169,11 +169,13 @@ def run_until_resolved(sweep: Sweep, folder: Path, settings: Settings, profile: 
                        poll_s: float = 1.0) -> dict[str, Any]:
     """Rounds until every comparison is decided or max_seeds is reached; returns the final
     state (also in folder/adaptive.json). Raises ConfigError for a design it cannot judge,
-    before anything is submitted; a run that fails twice stops the rounds (state `failed`)."""
+    before anything is submitted. A run without the metric (failed twice in this call, or
+    diverged) stops the rounds (state `failed`): the sequence judges completed seeds only,
+    and leaving one out would make the seeds judged depend on the outcome."""
     design = Design(sweep, settings)
     family = len(design.levels)
     alpha = sequential.ALPHA / family
-    header = {"sweep": str(sweep.path), "metric": settings.metric, "delta": settings.delta,
+    header = {"sweep": str(sweep.path.resolve()), "metric": settings.metric, "delta": settings.delta,
               "max_seeds": settings.max_seeds, "round_seeds": settings.round_seeds,
               "overrides": {k: str(v) for k, v in sweep.overrides.items()},
               "alpha": alpha, "family": family, "prior_scale": sequential.PRIOR_SCALE,
