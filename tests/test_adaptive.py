@@ -152,7 +152,7 @@ def test_one_round_on_the_slurm_cluster(tmp_path, capsys, slurm_cluster, tiny_fa
     (["--dry-run"], {}, "drop --dry-run/--pilot"),
     (["--delta", "0"], {}, "--delta 0.0 must be > 0"),
     ([], {"seeds": (0,)}, "the first round needs >= 2 seeds"),
-    ([], {"zipped": {"train.lr": [0.02, 0.03]}}, "the base config (`base:` with its "
+    ([], {"zipped": {"train.lr": [0.05, 0.03]}}, "the base config (`base:` with its "
                                                  "overrides) must be one of the sweep's points"),
 ])
 def test_bad_arguments_fail_in_one_line_before_anything_is_written(tmp_path, capsys, extra,

@@ -175,7 +175,8 @@ def run_until_resolved(sweep: Sweep, folder: Path, settings: Settings, profile: 
     design = Design(sweep, settings)
     family = len(design.levels)
     alpha = sequential.ALPHA / family
-    header = {"sweep": str(sweep.path.resolve()), "metric": settings.metric, "delta": settings.delta,
+    header = {"sweep": str(sweep.path.resolve()), "metric": settings.metric,
+              "delta": settings.delta,
               "max_seeds": settings.max_seeds, "round_seeds": settings.round_seeds,
               "overrides": {k: str(v) for k, v in sweep.overrides.items()},
               "alpha": alpha, "family": family, "prior_scale": sequential.PRIOR_SCALE,
