@@ -85,6 +85,7 @@ def run_cli(*argv) -> subprocess.Popen:
                             text=True, start_new_session=True)
 
 
+@pytest.mark.slow  # 14 real runs: 40 s on 2 idle cores, 2 min under load
 def test_stops_a_large_effect_keeps_going_on_a_null_and_resumes_after_a_kill(
         tmp_path, capsys, tiny_fashion_mnist):
     """Round 1 (4 seeds x 3 configs) decides lr 1e-7 `worse`; the null stays open, so
