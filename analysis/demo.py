@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from analysis.markup import literal
 from analysis.results import SEED
-from experiments.records import atomic_write_text
 
 
 def best_run(folder: Path, run_ids: set[str]):
@@ -40,9 +40,9 @@ def attention_section(best, acc_label: str, axes: Sequence[str], written, out: P
 
     setting = ", ".join(f"{label(a)}={best[a]}" for a in axes if a != SEED)
     lines = ["## Cross-attention maps of the best run", "",
-             f"Run `{best['run_id']}` ({setting}, seed {best[SEED]}): "
+             f"Run {literal(best['run_id'])} ({literal(setting)}, seed {best[SEED]}): "
              f"{acc_label.removesuffix(' (%)')} {best['acc']:.2f}%. Maps of other runs: "
-             f"`perceiver-ablate attention {Path(best['run_dir'])}`.", ""]
+             f"perceiver-ablate attention {literal(Path(best['run_dir']))}.", ""]
     for name, plot, paths in written:
         png, pdf = (next(p for p in paths if p.suffix == s) for s in (".png", ".pdf"))
         png, pdf = png.relative_to(out), pdf.relative_to(out)
@@ -57,8 +57,9 @@ def verdict_table(verdicts_json: Path) -> str:
 
     import pandas as pd
 
+    from analysis.markup import literal
     from analysis.style import label
-    from analysis.verdicts import interval_text, md_escape
+    from analysis.verdicts import interval_text
 
     judged = json.loads(verdicts_json.read_text())
     effects = pd.DataFrame(judged["effects"])
@@ -66,8 +67,8 @@ def verdict_table(verdicts_json: Path) -> str:
         effects[["effect", "low", "high"]] = effects[["effect", "low", "high"]].astype(float)
     if effects.empty:
         return "(no one-knob ablation among the runs)"
-    rows = [{"knob": label(r.knob), "level vs base": f"{md_escape(r.level)} vs "
-             f"{md_escape(r.base)}", "seeds": f"{r.n_level} vs {r.n_base}",
+    rows = [{"knob": label(r.knob), "level vs base": f"{literal(r.level)} vs "
+             f"{literal(r.base)}", "seeds": f"{r.n_level} vs {r.n_base}",
              "failed": f"{r.failed_level}/{r.runs_level} vs {r.failed_base}/{r.runs_base}",
              f"effect [{judged['confidence']} CI] (points)": interval_text(r.effect, r.low,
                                                                           r.high),
@@ -79,22 +80,21 @@ def conclude(folder: Path, out: Path, run_ids: set[str], axes: Sequence[str],
              images: int, latents: int, log: Callable[[str], None]) -> tuple[Path, str | None]:
     """Report, maps of the best run, verdict table; (index.md, the best run's id or None)."""
     from analysis.attention import write_attention
-    from analysis.html import write_html
     from analysis.report import write_report
     from analysis.results import accuracy, load_results
 
-    index = write_report(folder, out)
     best = best_run(folder, run_ids)
+    appendix = None
     if best is None:
-        log("no run completed: no attention maps (see the failed runs in the index)")
+        log("no run completed: no attention maps (see the runs by state in the index)")
     else:
         log(f"attention maps of the best run {best['run_id']}")
         written = write_attention(best["run_dir"], out / "attention", images=images,
                                   latents=latents)
         _, acc_label = accuracy(load_results(folder))
-        section = attention_section(best, acc_label, axes, written, out)
-        atomic_write_text(index, index.read_text().rstrip("\n") + "\n\n" + section)
-        write_html(index)
+        appendix = (attention_section(best, acc_label, axes, written, out),
+                    [p for _, _, paths in written for p in paths if p.suffix == ".png"])
+    index = write_report(folder, out, appendix=appendix)
     log("verdicts (every effect against the base, with the report's family-wise interval; "
         f"{index.with_name('verdicts.md')} has the claims, importance and seed plan):\n"
         + verdict_table(index.with_name("verdicts.json")))

@@ -37,6 +37,7 @@ from experiments.records import (
     read_jsonl,
     read_yaml,
     run_dirs,
+    run_status,
 )
 
 SEED = "train.seed"
@@ -80,6 +81,7 @@ def run_row(run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{RESULT} has no valid status (one of {', '.join(STATUSES)})")
     extras = {k: v for k, v in result.items() if k not in NOT_COLUMNS}
     return {**flatten({s: config[s] for s in SECTIONS}), **flatten(extras),
+            "status": run_status(result),  # `interrupted`: says running, but nothing trains it
             "run_id": result.get("run_id") or run_dir.name, "run_dir": str(run_dir)}
 
 

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from analysis.markup import markdown_table
 from analysis.results import ablation, finished, percent
 from analysis.stats import mean_interval
 from analysis.style import ARCH_NAMES, label
@@ -156,7 +157,8 @@ def build_tables(frame: pd.DataFrame) -> dict[str, Table]:
 
 
 def to_markdown(table: Table) -> str:
-    return table.frame.to_markdown(index=False, disable_numparse=True) + "\n"
+    """The table as Markdown; cells and headers hold run values, made literal."""
+    return markdown_table(table.frame)
 
 
 LATEX_SPECIALS = {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}",

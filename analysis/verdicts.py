@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
+from analysis.markup import literal, literal_fields
 from analysis.results import (
     SEED,
     Metric,
@@ -430,15 +431,6 @@ def p_text(p: float) -> str:
     return "-" if math.isnan(p) else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
-MARKDOWN_SPECIALS = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#"})
-
-
-def md_escape(text) -> str:
-    """Text from run folders (levels, run ids) as literal Markdown: no markup, no table
-    cell break."""
-    return str(text).translate(MARKDOWN_SPECIALS)
-
-
 def confidence_text(v: Verdicts) -> str:
     """"98.75%": the confidence of the report's intervals."""
     return f"{100 * (1 - v.alpha):.4g}%"
@@ -464,9 +456,8 @@ def effects_markdown(v: Verdicts) -> str:
                "is judged by the Optuna importances below).\n"
     rows = []
     for r in v.effects.itertuples(index=False):
-        rows.append({"knob": label(r.knob) + (f" ({md_escape(r.setting)})" if r.setting
-                                              else ""),
-                     "level vs base": f"{md_escape(r.level)} vs {md_escape(r.base)}",
+        rows.append({"knob": label(r.knob) + (f" ({r.setting})" if r.setting else ""),
+                     "level vs base": f"{r.level} vs {r.base}",
                      "seeds": f"{r.n_level} vs {r.n_base}",
                      "failed (Fisher p)": failures_text(r),
                      f"effect [{confidence_text(v)} CI]": interval_text(r.effect, r.low,
@@ -503,9 +494,7 @@ def study_importance_markdown(v: Verdicts) -> str:
 
 
 def claims_markdown(v: Verdicts) -> str:
-    """The claims table; its comparisons name levels read from run folders, escaped."""
-    shown = v.claims.assign(comparison=v.claims["comparison"].map(md_escape))
-    return shown.to_markdown(index=False, disable_numparse=True) + "\n"
+    return v.claims.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def plan_text(v: Verdicts) -> str:
@@ -535,7 +524,9 @@ def method_text(v: Verdicts) -> str:
 
 
 def markdown(v: Verdicts) -> str:
-    """The whole verdict section: effects, claims, importance, plan (Markdown)."""
+    """The whole verdict section: effects, claims, importance, plan (Markdown), every
+    value read from run folders shown as the text it is (analysis/markup.py)."""
+    v = literal_fields(v)
     direction = "higher" if v.metric.higher_is_better else "lower"
     lines = [f"Metric: {v.metric.column}, {v.metric.label}, {direction} is better, over "
              f"{v.runs} completed runs. Effect = mean of the level minus mean of the base "
@@ -552,7 +543,7 @@ def markdown(v: Verdicts) -> str:
              "bootstrap interval.", ""]
     if v.metric.missing:
         lines += [f"{len(v.metric.missing)} completed run(s) lack {v.metric.column} and are "
-                  "not judged: " + ", ".join(md_escape(r) for r in v.metric.missing) + ".",
+                  "not judged: " + ", ".join(literal(r) for r in v.metric.missing) + ".",
                   ""]
     lines += [effects_markdown(v), "", "**Paper claims** (each against these results; "
               f"the interval is the report's {confidence_text(v)} interval, the effects "

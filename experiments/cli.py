@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         if exc.errno not in STORAGE_ERRORS:
             raise
         if not isinstance(exc, RecordWriteError):  # refused outside the records' writer
-            exc = storage_error(Path(exc.filename or "."), None, exc)
+            # a write(2) names no file: name the folder the command writes to
+            where = exc.filename or getattr(args, "out", None) or "."
+            exc = storage_error(Path(where), None, exc)
         print(f"perceiver-ablate {args.command}: error: {exc.strerror}", file=sys.stderr)
         return 1
 

@@ -25,6 +25,12 @@
                          (experiments/tensorboard.py)
         .train.lock      held by the process training the run (experiments/locks.py)
 
+A record cannot say that its run was killed without a chance to write (SIGKILL, the OOM
+killer, a node lost): it keeps saying `running`. `interrupted` tells such a run from a live
+one, for every view (status, figures, verdicts): its trainer's process on this host is
+gone, or its heartbeat is older than STALE_AFTER_S. Training it again resumes it from its
+last checkpoint.
+
 Every write is atomic (temporary file in the same folder + os.replace), so a reader never
 sees a half-written record and a killed writer never corrupts the previous one: a full
 disk or a read-only folder leaves the last good version in place and raises
@@ -33,11 +39,14 @@ RecordWriteError, whose message names the path and the space needed.
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +57,9 @@ CONFIG, METRICS, RESULT, CHECKPOINT = "config.yaml", "metrics.jsonl", "result.js
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: os.umask can only be read by setting it
 STATUSES = ("completed", "diverged", "failed", "running", "pruned")
+# A record saying `running` whose heartbeat (written at every evaluation and checkpoint) is
+# older than this, with no trainer alive on this host to vouch for it, was interrupted.
+STALE_AFTER_S = 600.0
 # Statuses whose metrics are final: such a run is never trained again.
 FINAL = ("completed", "diverged")
 # The errors of a file system that cannot take a write, as opposed to a bug in the writer.
@@ -61,9 +73,10 @@ class RecordWriteError(OSError):
 
 
 def storage_error(path: Path, size: int | None, exc: OSError) -> RecordWriteError:
-    """The one-line account of a write the file system refused (`size` bytes, if known)."""
+    """The one-line account of a write the file system refused (`size` bytes, if known);
+    `path` is the file, or the folder written to when the file is not known."""
     try:
-        free = f"{shutil.disk_usage(path.parent).free:,} bytes free"
+        free = f"{shutil.disk_usage(path if path.is_dir() else path.parent).free:,} bytes free"
     except OSError:
         free = "free space unknown"
     needed = "" if size is None else f"{size:,} bytes needed, "
@@ -144,3 +157,60 @@ def run_dirs(results_dir: str | Path) -> Iterator[Path]:
     """Every run folder (one holding config.yaml) below a sweep or study folder."""
     for config in sorted(Path(results_dir).rglob(CONFIG)):
         yield config.parent
+
+
+def timestamp(value: Any) -> float | None:
+    """Seconds since the epoch from a number or an ISO-8601 string (records may use either)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            stamp = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if stamp.tzinfo is None:
+            stamp = stamp.astimezone()
+        return stamp.timestamp()
+    return None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs (a local executor's job id is the pid
+    of its controller process). A zombie is dead: a killed job stays one until the process
+    that started it (a `study --wait`, a test) collects it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # /proc/PID/stat: "pid (comm) state ...", and comm may hold spaces or parentheses
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):  # no procfs (not Linux): trust kill(2)
+        return True
+
+
+def heartbeat_age_s(result: Mapping[str, Any], now: float | None = None) -> float | None:
+    """Seconds since the record last showed life (its heartbeat, else its last update)."""
+    seconds = timestamp(result.get("heartbeat") or result.get("updated_at"))
+    return None if seconds is None else (now or time.time()) - seconds
+
+
+def interrupted(result: Mapping[str, Any], now: float | None = None) -> bool:
+    """Whether a record saying `running` was cut off without a chance to write: the process
+    of its last session ran on this host and is gone, or its heartbeat is stale."""
+    if result.get("status") != "running":
+        return False
+    sessions = result.get("sessions")
+    last = sessions[-1] if isinstance(sessions, list) and sessions else {}
+    pid = last.get("pid") if isinstance(last, Mapping) else None
+    if isinstance(pid, int) and last.get("host") == socket.gethostname() \
+            and not pid_alive(pid):
+        return True
+    age = heartbeat_age_s(result, now)
+    return age is not None and age > STALE_AFTER_S
+
+
+def run_status(result: Mapping[str, Any], now: float | None = None) -> str | None:
+    """The record's status, `interrupted` for a run that says `running` but is not."""
+    return "interrupted" if interrupted(result, now) else result.get("status")

@@ -95,7 +95,7 @@ def test_demo_end_to_end_on_a_tiny_sweep(tiny_sweep, tmp_path):
     linked = {Path(link).name for link in links}
     assert {"fig5_hyperparameters.png", "table6_cross_attends.md", "results.csv",
             "attention_logits_overview_0.png", "attention_logits_closeups_0.png"} <= linked
-    assert f"Run `{best}`" in text
+    assert f"Run {best} (" in text  # a run id is shown as literal text
     assert text.index("## Verdicts") < text.index("## Figures")
     html = (out / "index.html").read_text()  # rewritten after the maps were appended
     assert "Cross-attention maps of the best run" in html and 'src="attention/' not in html

@@ -107,11 +107,14 @@ def test_experiments_imports_nothing_of_analysis(module):
 
 # What analysis may read of experiments: the run records, the config vocabulary, how counts
 # are written, the seed planner's statistics, the command interface, and experiments.readback
-# (a trained model with its test examples, a folder's Optuna study). Analysis commands are
-# leaves that may also drive the orchestration (the demo trains its sweep first).
+# (a trained model with its test examples, a folder's Optuna study), and the state of every
+# run as `status` sees it (tracking, status: a report accounts for every run alike).
+# Analysis commands are leaves that may also drive the orchestration (the demo trains its
+# sweep first).
 ANALYSIS_READS = {"experiments.records", "experiments.config", "experiments.formatting",
                   "experiments.power", "experiments.sequential", "experiments.readback",
-                  "experiments.commands"}
+                  "experiments.commands", "experiments.orchestration.tracking",
+                  "experiments.orchestration.status"}
 
 
 def analysis_may_read(module: str, target: str) -> bool:

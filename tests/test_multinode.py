@@ -210,8 +210,70 @@ def test_node_lost_mid_run_is_requeued_and_resumes_to_the_same_metrics(
     timeline["resumed (session 2 start)"] = second["started_at"][11:19]
     assert len(read_manifest(out)["submissions"]) == 1  # requeued by SLURM, not resubmitted
     code, text, _ = cli(capsys, "status", out)
-    assert code == 0 and "1 runs: 1 completed" in text
+    assert code == 0 and "1 run: 1 completed" in text
     assert f"on node1,node2 (job {job['job_id']}, " in text
     assert f"(job {job['job_id']} restart 1, " in text and f"-{STEPS} on" in text
     print("\nnode-loss timeline (UTC): " + ", ".join(f"{k} {v}" for k, v in timeline.items()))
     print(text)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow  # about a minute: a private cluster, a node killed and brought back
+def test_node_lost_mid_trial_is_retried_never_duplicated_or_lost(private_cluster, tmp_path,
+                                                                  tiny_fashion_mnist):
+    """A 2-node study job (one worker per node) loses node2 mid-trial: SLURM requeues the
+    job, and when node2 is back the restarted workers fail the trials whose workers are
+    gone and retry their parameters, which resume the runs from their checkpoints. Every
+    trial asked for completes once: none duplicated, none lost (issue 30, part 4)."""
+    from optuna.trial import TrialState
+    from test_study import TINY
+
+    from experiments.orchestration import study as S
+
+    trials = 2
+    train = {**TINY["train"], "max_steps": 60, "eval_every": 5}
+    path = write_study(tmp_path, tiny_fashion_mnist, name="node-lost", trials=trials,
+                       stale_after_s=30, base={**TINY, "train": train, "data": {
+                           **TINY["data"], "root": str(tiny_fashion_mnist)}})
+    out = tmp_path / "out"
+    assert main(["study", str(path), "--executor", "slurm", "--cluster", "local",
+                 "--workers", "2", "cluster.nodes=2", "--out", str(out)]) == 0
+    deadline = time.time() + 300
+
+    def on_node2():
+        study = S.load_recorded(out)
+        return study and next((t for t in study.get_trials(states=(TrialState.RUNNING,))
+                               if t.user_attrs.get("worker", "").startswith("node2:")
+                               and (out / t.user_attrs["run_id"] / "checkpoint.pt").exists()),
+                              None)
+
+    while not (victim := on_node2()):
+        assert time.time() < deadline, "no trial on node2 reached its first checkpoint"
+        time.sleep(0.1)
+    private_cluster("kill-node", "node2")  # slurmd and the job's task on it, then DOWN
+    time.sleep(5)
+    private_cluster("start")  # node2 back: the requeued job can run again
+    study = S.load_recorded(out)
+    while S.tally(study)["finished"] < trials or study.get_trials(
+            states=(TrialState.RUNNING, TrialState.WAITING)):
+        assert time.time() < deadline, [(t.number, t.state, t.user_attrs)
+                                        for t in study.get_trials()]
+        time.sleep(1)
+    all_trials = study.get_trials()
+    complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == trials  # none lost ...
+    run_ids = [t.user_attrs["run_id"] for t in complete]
+    assert len(set(run_ids)) == trials  # ... none duplicated
+    lost = all_trials[victim.number]
+    assert lost.state == TrialState.FAIL and lost.user_attrs.get("lost")
+    (retry,) = [t for t in all_trials if t.user_attrs.get("retry_of") == victim.number]
+    assert retry.state == TrialState.COMPLETE and retry.params == lost.params
+    assert retry.user_attrs["run_id"] == victim.user_attrs["run_id"]
+    result = read_json(out / victim.user_attrs["run_id"] / RESULT)
+    assert result["status"] == "completed" and result["step"] == 60
+    assert len(result["sessions"]) >= 2 and result["sessions"][-1]["from_step"] >= 5  # resumed
+    assert sorted(p.name for p in out.iterdir() if (p / "config.yaml").is_file()) == \
+        sorted(run_ids)
+    print(f"\nnode lost mid-trial: {len(all_trials)} trials, trial {victim.number} "
+          f"({lost.user_attrs['lost'][:60]}) retried as {retry.number}, resumed at step "
+          f"{result['sessions'][-1]['from_step']}")

@@ -239,8 +239,8 @@ def test_states_come_from_records_manifest_heartbeat_and_job_files(tmp_path, cap
     found = {s.run_id: s for s in run_states(folder)}
     assert {run: s.state for run, s in found.items()} == {
         "running": "running", "requeued": "requeued", "resumed": "running",
-        "error": "failed", "cancelled": "failed", "done": "completed",
-        "diverged": "diverged", "lost": "failed", "gone": "new", "pending": "pending",
+        "error": "failed", "cancelled": "interrupted", "done": "completed",
+        "diverged": "diverged", "lost": "interrupted", "gone": "new", "pending": "pending",
         "trained": "failed"}
     assert found["error"].log == folder / "submitit/1_4/1_4_0_log.err"
     assert found["cancelled"].note.startswith("job cancelled")
@@ -256,11 +256,13 @@ def test_states_come_from_records_manifest_heartbeat_and_job_files(tmp_path, cap
                                 "-"]  # no nodes recorded
     assert rows["running"][6] == "2.0M" and rows["running"][8] == "ago"
     assert 29 <= int(rows["running"][7].removesuffix("s")) < 60
-    assert "11 runs: " in text and "4 failed" in text
-    failed = text.split("failed runs (log, last error line):\n")[1].splitlines()
+    assert "11 runs: 1 completed, 1 diverged, 2 failed, 2 interrupted, 1 pending, 2 running, " \
+           "1 requeued, 1 new" in text
+    failed, interrupted = (text.split(f"{kind} runs (log, last error line):\n")[1].splitlines()
+                           for kind in ("failed", "interrupted"))
     assert f"  error: {folder / 'submitit/1_4/1_4_0_log.err'}" in failed
     assert f"  lost: {folder / 'submitit' / str(dead.pid) / f'{dead.pid}_0_log.err'}  " \
-           "[job process gone without a result]" in failed
+           "[job process gone without a result]" in interrupted
     assert f"  trained: {folder / 'trained' / RESULT}  [ValueError: y]" in failed
 
 

@@ -54,7 +54,9 @@ def write_manifest(root: Path, base: dict) -> None:
         section, name = key.split(".", 1)
         nested.setdefault(section, {})[name] = value
     records.write_json(root / "sweep.json", {"runs": [], "submissions": [
-        {"spec": {"base": nested, "seeds": [0]}, "overrides": {}, "jobs": []}]})
+        {"submitted_at": "2026-12-06T00:00:00+00:00", "sweep_file": "sweep.yaml",
+         "spec": {"base": nested, "seeds": [0]}, "overrides": {}, "executor": "local",
+         "cluster": None, "host": "localhost", "folder": str(root), "jobs": []}]})
 
 
 def judge(folder: Path, *args: str) -> dict:

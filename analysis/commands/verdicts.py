@@ -37,8 +37,15 @@ def run(args: argparse.Namespace) -> int:
     import matplotlib
     matplotlib.use("Agg")
     from analysis import verdicts as V
+    from analysis.accounting import judgeable
     from analysis.figures import forest_figure
-    from analysis.report import load_studies, save_plots, write_verdicts
+    from analysis.report import (
+        load_studies,
+        save_plots,
+        verdicts_json,
+        verdicts_markdown,
+        write_verdicts,
+    )
     from analysis.results import load_results
     from perceiver_core.config import ConfigError
 
@@ -48,9 +55,7 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if args.json else "default")
         runs = load_results(folder)
-    if runs.empty:
-        raise ConfigError(f"no readable run records under {folder} (expected "
-                          "<run-id>/config.yaml and result.json; see `perceiver-ablate status`)")
+    accounting = judgeable(runs, folder)  # every run of the folder, by state
     try:
         verdicts = V.build_verdicts(runs, args.metric, args.delta, load_studies(folder),
                                     args.per_comparison)
@@ -58,11 +63,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     if args.out:
         out = Path(args.out)
-        write_verdicts(verdicts, out)
+        write_verdicts(verdicts, accounting, out)
         forest = forest_figure(verdicts.effects, verdicts.metric.label)
         if forest:
             save_plots({"forest_effects": forest}, out)
-    print(V.to_json(verdicts) if args.json else V.markdown(verdicts))
+    print(verdicts_json(verdicts, accounting) if args.json
+          else verdicts_markdown(verdicts, accounting))
     return 0
 
 

@@ -88,7 +88,8 @@ class ProgressLine:
         fraction = done / len(self.steps) if self.steps else 1.0
         eta = duration(elapsed * (1 - fraction) / fraction) if fraction > 0 else "-"
         waiting = sum(counts.get(state, 0) for state in ACTIVE) - len(training)
-        finished = ", ".join(f"{counts[s]} {s}" for s in (*DONE, "failed") if s in counts)
+        finished = ", ".join(f"{counts[s]} {s}" for s in (*DONE, "failed", "interrupted")
+                             if s in counts)
         running = ", ".join(f"{s.run_id} step {s.result.get('step', 0)}/"
                             f"{self.steps.get(s.run_id, '?')}" for s in training)
         key = (tuple(sorted(counts.items())), running)

@@ -12,15 +12,19 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from experiments.formatting import human, table
-from experiments.orchestration.adaptive import summary
-from experiments.orchestration.tracking import run_states
+from experiments.orchestration.tracking import headline, run_states
 from perceiver_core.config import ConfigError
+
+
+def flat_config(config: dict) -> dict:
+    """{'model': {'num_latents': 8}} -> {'model.num_latents': 8} (a run's nested config)."""
+    return {f"{section}.{key}": value for section, values in config.items()
+            if isinstance(values, dict) for key, value in values.items()}
 
 
 def varying(configs: list[dict]) -> list[str]:
     """Dotted config keys whose value differs between runs: the sweep's axes."""
-    flat = [{f"{s}.{k}": v for s, sec in c.items() if isinstance(sec, dict)
-             for k, v in sec.items()} for c in configs]
+    flat = [flat_config(c) for c in configs]
     keys = dict.fromkeys(k for f in flat for k in f)
     return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
 
@@ -54,6 +58,9 @@ def story(sessions: list[dict]) -> str:
 
 def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[str, int]:
     """(the status table and the logs of failed runs, number of failed runs)."""
+    # not at import: analysis reads this module, and the rounds' brings the submitters
+    from experiments.orchestration.adaptive import summary
+
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"results folder {folder} does not exist")
@@ -67,22 +74,17 @@ def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[st
     axes = varying([s.config for s in states])
     rows = []
     for s in states:
-        flat = {f"{sec}.{k}": v for sec, values in s.config.items() if isinstance(values, dict)
-                for k, v in values.items()}
+        flat = flat_config(s.config)
         final = s.result.get("final") or {}
         flops = s.result.get("flops")
-        active = s.state in ("running", "requeued")
+        active = s.state in ("running", "requeued", "interrupted")
         rows.append([s.run_id, s.state, *(str(flat.get(k, "-")) for k in axes),
                      str(s.result.get("step", "-")), percent(final.get("val_acc")),
                      percent(final.get("test_acc")), human(flops) if flops else "-",
                      age(s.heartbeat_age_s()) if active else "-", s.job_id or "-",
                      ",".join(s.result.get("nodes") or ["-"])])
-    counts = {}
-    for s in states:
-        counts[s.state] = counts.get(s.state, 0) + 1
     lines = [table(["run", "state", *axes, "step", "val_acc", "test_acc", "FLOPs",
-                    "heartbeat", "job", "nodes"], rows),
-             f"{len(states)} runs: " + ", ".join(f"{n} {state}" for state, n in counts.items())]
+                    "heartbeat", "job", "nodes"], rows), headline(states)]
     requeued = [s for s in states if s.state == "requeued" and s.note]
     if requeued:
         lines.append("requeued runs:")
@@ -94,9 +96,10 @@ def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[st
     rounds = summary(folder)  # a sweep --until-resolved's rounds and verdicts
     if rounds:
         lines.append(rounds)
-    failed = [s for s in states if s.state == "failed"]
-    if failed:
-        lines.append("failed runs (log, last error line):")
-        lines += [f"  {s.run_id}: {s.log or s.run_dir / 'result.json'}"
-                  + (f"  [{s.note}]" if s.note else "") for s in failed]
-    return "\n".join(lines), len(failed)
+    for kind in ("failed", "interrupted"):
+        ended = [s for s in states if s.state == kind]
+        if ended:
+            lines.append(f"{kind} runs (log, last error line):")
+            lines += [f"  {s.run_id}: {s.log or s.run_dir / 'result.json'}"
+                      + (f"  [{s.note}]" if s.note else "") for s in ended]
+    return "\n".join(lines), sum(s.state == "failed" for s in states)

@@ -35,7 +35,9 @@ without its password), from which `status` and the analysis read the trials.
 from __future__ import annotations
 
 import inspect
+import json
 import math
+import os
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -338,15 +340,62 @@ def public_url(url: str | None) -> str | None:
     return make_url(url)._replace(password=None).render_as_string(hide_password=False)
 
 
+class JournalFile(optuna.storages.journal.JournalFileBackend):
+    """Optuna's journal file, with appends that are all or nothing.
+
+    Optuna appends each operation as one JSON line. A write that the file system refuses
+    half-way (a full disk) or a writer killed mid-write leaves a last line without its
+    newline; Optuna's next append then lands on the same line, and from then on every read
+    of the study fails on that line (found by the soak, tests/test_soak.py). Here, under
+    the journal's lock (no other writer is mid-append), an append first cuts such a torn
+    tail back to the last complete line (an operation that never finished, whose writer
+    got the error), and a write that fails is undone the same way."""
+
+    def __init__(self, path: str) -> None:
+        self.append_lock = optuna.storages.journal.JournalFileOpenLock(path)
+        super().__init__(path, lock_obj=self.append_lock)
+        self.path = path
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode()
+        self.append_lock.acquire()
+        try:
+            with open(self.path, "r+b") as f:
+                whole = complete_length(f)
+                try:
+                    f.truncate(whole)
+                    f.seek(whole)
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError:
+                    f.truncate(whole)
+                    raise
+        finally:
+            self.append_lock.release()
+
+
+def complete_length(f, chunk: int = 65536) -> int:
+    """The length of the file's complete lines (up to and including its last newline)."""
+    end = f.seek(0, os.SEEK_END)
+    position = end
+    while position > 0:
+        start = max(0, position - chunk)
+        f.seek(start)
+        newline = f.read(position - start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        position = start
+    return 0
+
+
 def open_storage(url: str, stale_after_s: float, on_stale: Callable | None = None
                  ) -> optuna.storages.BaseStorage:
     """A journal file, or an RDB with Optuna's heartbeat (`on_stale(study, trial)` is
     called for each trial it fails)."""
     if not is_rdb(url):
-        from optuna.storages.journal import JournalFileBackend
-
         Path(url).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(url))
+        return optuna.storages.JournalStorage(JournalFile(url))
     import sqlalchemy.exc
 
     with warnings.catch_warnings():

@@ -55,6 +55,9 @@ from perceiver_core.config import ConfigError
 
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 POLL_S = 2.0  # how often an idle worker looks at the study again
+# A trial names its worker (user attr `worker`) moments after it starts; one that has not
+# after this long lost its worker in between (found by the soak, tests/test_soak.py).
+ANNOUNCE_GRACE_S = 20.0
 
 
 class Surplus(Exception):
@@ -123,10 +126,18 @@ def reap_dead_workers(study: optuna.Study) -> list[int]:
     controller that restarts a preempted worker: while it lives, the requeued worker
     retries its own trial. Workers on other hosts are left to the heartbeat. Returns the
     trial numbers failed here."""
-    from experiments.orchestration.tracking import pid_alive
+    from experiments.records import pid_alive
 
-    here, failed = socket.gethostname(), []
+    here, failed, now = socket.gethostname(), [], time.time()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if "worker" not in trial.user_attrs:  # killed between starting it and naming itself
+            started = trial.datetime_start.timestamp() if trial.datetime_start else now
+            if now - started > ANNOUNCE_GRACE_S and fail_and_retry(
+                    study, trial, f"worker lost before it named itself (no worker "
+                                  f"{now - started:.0f} s after the start); parameters "
+                                  "retried once"):
+                failed.append(trial.number)
+            continue
         host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
         job = str(trial.user_attrs.get("job"))
         if host != here or not pid.isdigit() or pid_alive(int(pid)) or \
@@ -178,9 +189,15 @@ def wait_for_twins(trial: optuna.Trial, run_id: str, poll_s: float = 0.2) -> Non
 
     Like Lamport's bakery, with trial numbers as tickets: a trial that announced its run id
     waits until every lower-numbered RUNNING trial has announced its own and none of them
-    holds the same run id. A higher twin sees this trial's announcement and waits for it."""
-    while any(t.number < trial.number and t.user_attrs.get("run_id") in (None, run_id)
-              for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
+    holds the same run id. A higher twin sees this trial's announcement and waits for it.
+    While it waits it reaps dead workers' trials, as an idle worker does: a lower trial
+    whose worker died before announcing would otherwise hold every higher one forever."""
+    while True:
+        reap_dead_workers(trial.study)
+        if not any(t.number < trial.number and t.user_attrs.get("run_id") in (None, run_id)
+                   for t in trial.study.get_trials(deepcopy=False,
+                                                   states=(TrialState.RUNNING,))):
+            return
         time.sleep(poll_s)
 
 

@@ -34,7 +34,7 @@ from experiments.orchestration.sweeps import Point, Sweep
 from experiments.orchestration.tracking import add_submission, relative, run_states
 from experiments.packing import packs
 
-SUBMITTABLE = ("new", "failed")
+SUBMITTABLE = ("new", "failed", "interrupted")
 
 
 class SweepJob(Requeueable):
@@ -67,7 +67,9 @@ class SweepJob(Requeueable):
                     raise
                 # train_pack recorded `failed` if it got that far; the job's other runs
                 # still get trained, and the job ends in an error that names the failures.
-                print(f"run(s) {' '.join(dirs)} failed:\n{traceback.format_exc()}",
+                # One "run DIR failed:" line per run, then the traceback: how tracking's
+                # log_error_line finds each run's error in the job's log.
+                print("".join(f"run {d} failed:\n" for d in dirs) + traceback.format_exc(),
                       file=sys.stderr, flush=True)
                 failed += dirs
         if failed:
@@ -99,7 +101,8 @@ def local_layout(num_runs: int, runs_per_job: int | None,
 def plan(sweep: Sweep, folder: Path, rerun_failed: bool = False
          ) -> tuple[list[Point], dict[str, list[Point]]]:
     """(points to submit, the others by state): a point is submitted unless it finished,
-    is queued or running, or failed (unless rerun_failed). Run folders named by an
+    is queued or running, or failed (unless rerun_failed); an interrupted one is submitted
+    again and resumes from its checkpoint. Run folders named by an
     earlier version's ids are renamed first (experiments/identity.py)."""
     states = {}
     if folder.is_dir():  # a new folder is made by the submission, not by looking at it
@@ -109,7 +112,7 @@ def plan(sweep: Sweep, folder: Path, rerun_failed: bool = False
     submit, kept = [], {}
     for point in sweep.points:
         state = states.get(point.run_id, "new")
-        if state == "new" or (state == "failed" and rerun_failed):
+        if state in ("new", "interrupted") or (state == "failed" and rerun_failed):
             submit.append(point)
         else:
             kept.setdefault(state, []).append(point)

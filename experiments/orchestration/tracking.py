@@ -23,12 +23,15 @@ was requeued (its surviving ranks' files say they failed) and waits to run again
     requeued   preempted or timed out, checkpointed, waiting in the queue to resume
     completed / diverged / pruned   finished; its record holds the final metrics
     failed     the run or its job ended without finishing it (the log path says why)
+    interrupted  the record says running, but the run was cut off without a chance to
+               write (SIGKILL, the OOM killer, a node lost, its job cancelled): its
+               process on this host is gone or its heartbeat is stale
+               (experiments/records.py); submitted again, it resumes from its checkpoint
     new        nothing is queued or running for it and it has not finished: (re)submittable
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import pickle
 import re
@@ -42,11 +45,24 @@ from typing import Any
 import yaml
 
 from experiments.identity import current_id
-from experiments.records import CONFIG, FINAL, RESULT, read_json, read_yaml, run_dirs, write_json
+from experiments.records import (
+    CONFIG,
+    FINAL,
+    RESULT,
+    heartbeat_age_s,
+    pid_alive,
+    read_json,
+    read_yaml,
+    run_dirs,
+    run_status,
+    timestamp,
+    write_json,
+)
 
 MANIFEST = "sweep.json"
 DONE = (*FINAL, "pruned")  # states a sweep does not submit again
 ACTIVE = ("pending", "running", "requeued")
+STATE_ORDER = (*DONE, "failed", "interrupted", *ACTIVE, "new")  # how states are listed
 # submitit's log lines (stdout: submitit.core.submission, JobEnvironment._requeue) and
 # slurmstepd's line (stderr) when it kills a job: scancel, or the time limit without a
 # requeue (a requeue says "CANCELLED AT ... DUE TO JOB REQUEUE").
@@ -101,24 +117,7 @@ class RunState:
     note: str = ""
 
     def heartbeat_age_s(self, now: float | None = None) -> float | None:
-        stamp = self.result.get("heartbeat") or self.result.get("updated_at")
-        seconds = timestamp(stamp)
-        return None if seconds is None else (now or dt.datetime.now().timestamp()) - seconds
-
-
-def timestamp(value: Any) -> float | None:
-    """Seconds since the epoch from a number or an ISO-8601 string (records may use either)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            stamp = dt.datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        if stamp.tzinfo is None:
-            stamp = stamp.astimezone()
-        return stamp.timestamp()
-    return None
+        return heartbeat_age_s(self.result, now)
 
 
 def latest_jobs(manifest: dict[str, Any]) -> dict[str, tuple[dict, dict]]:
@@ -195,25 +194,50 @@ def read_text(path: Path) -> str:
     return path.read_text(errors="replace") if path.is_file() else ""
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` of this host still runs (a local executor's job id is the pid
-    of its controller process). A zombie is dead: a killed job stays one until the process
-    that started it (a `study --wait`, a test) collects it."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # /proc/PID/stat: "pid (comm) state ...", and comm may hold spaces or parentheses
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):  # no procfs (not Linux): trust kill(2)
-        return True
-
-
 def last_line(text: str | None) -> str:
     lines = (text or "").strip().splitlines()
     return lines[-1] if lines else ""
+
+
+LOG_TAIL_BYTES = 1 << 20  # a job's error is near the end of its log; logs can be huge
+
+
+def log_error_line(log: Path | None, run_id: str) -> str:
+    """The last error line a job's log gives for one of its runs: the exception of the
+    block SweepJob printed for that run ("run DIR failed:" and its traceback), else the
+    log's last line (a one-run job's traceback ends it). Bytes that are not UTF-8 are
+    shown as \\xNN, never dropped."""
+    if log is None or not log.is_file():
+        return ""
+    with log.open("rb") as f:
+        f.seek(max(0, log.stat().st_size - LOG_TAIL_BYTES))
+        lines = f.read().decode("utf-8", errors="backslashreplace").splitlines()
+    starts = [i for i, line in enumerate(lines)
+              if line.startswith("run ") and line.endswith(f"{run_id} failed:")]
+    found = exception_line(lines[starts[-1] + 1:]) if starts else ""
+    lines = [line for line in lines if line.strip()]
+    return found or (lines[-1].strip() if lines else "")
+
+
+def exception_line(lines: list[str]) -> str:
+    """The first line of the exception that the traceback at the start of `lines` ends
+    with (of a chain of tracebacks, the last one's)."""
+    found, inside = "", False
+    for line in lines:
+        if line.startswith("Traceback (most recent call last):"):
+            inside = True
+        elif inside and line.strip() and not line[0].isspace():
+            found, inside = line.strip(), False
+        elif found and line.strip() and not line.startswith(("During handling", "The above")):
+            break
+    return found
+
+
+def interruption(result: dict) -> str:
+    """Why a record that says `running` is taken for interrupted (the note status shows)."""
+    age = heartbeat_age_s(result)
+    silent = "no heartbeat" if age is None else f"last heartbeat {age:.0f} s ago"
+    return f"interrupted: {silent}, no trainer left (killed?); submit again to resume"
 
 
 def read_records(run_dir: Path) -> tuple[dict, dict]:
@@ -234,8 +258,9 @@ def run_state(run_id: str, run_dir: Path, job_info: tuple[dict, dict] | None,
     status = result.get("status")
     state = RunState(run_id, run_dir, "new", config or on_disk, result)
     if job_info is None:  # not submitted from here (a `train` run, a study trial)
-        state.state = status or "new"
-        state.note = last_line(result.get("error"))
+        state.state = run_status(result) or "new"
+        state.note = interruption(result) if state.state == "interrupted" else \
+            last_line(result.get("error"))
         return state
     job, submission = job_info
     state.job_id = job["job_id"]
@@ -259,15 +284,30 @@ def run_state(run_id: str, run_dir: Path, job_info: tuple[dict, dict] | None,
             state.state = "pending" if queued.state == "PENDING" else "running"
             return state
     if outcome in ("error", "cancelled", "lost") or (status == "failed" and outcome != "queued"):
-        state.state = "failed"
+        # A run cut off while its record said `running` is resumable, not broken.
+        state.state = "interrupted" if status == "running" and outcome != "error" \
+            else "failed"
         state.note = {"cancelled": "job cancelled (scancel or time limit)",
                       "lost": "job process gone without a result"}.get(outcome) or \
-            last_line(result.get("error"))
+            last_line(result.get("error")) or log_error_line(state.log, run_id)
     elif outcome == "success":
         state.state = "new"  # the job finished but the record is gone: submit it again
     else:
         state.state = {"requeued": "requeued", "started": "running", "queued": "pending"}[outcome]
+        if state.state == "running" and run_status(result) == "interrupted":
+            state.state, state.note = "interrupted", interruption(result)
     return state
+
+
+def headline(states: list[RunState]) -> str:
+    """"8 runs: 4 completed, 4 failed": every run counted by state, the first thing a
+    reader of a results folder needs to know (status, figures, verdicts alike)."""
+    counts: dict[str, int] = {}
+    for state in sorted(states, key=lambda s: STATE_ORDER.index(s.state)
+                        if s.state in STATE_ORDER else len(STATE_ORDER)):
+        counts[state.state] = counts.get(state.state, 0) + 1
+    return f"{len(states)} run{'s' * (len(states) != 1)}: " + \
+        ", ".join(f"{n} {state}" for state, n in counts.items())
 
 
 def run_states(folder: str | Path) -> list[RunState]:
