@@ -24,6 +24,8 @@ from collections.abc import Callable
 import numpy as np
 
 from analysis import stats
+from experiments import sequential
+from experiments.power import seeds_needed
 
 COLLAPSE = -30.0  # a collapsed run, in noise units below the mean
 DIVERGENCE_RATE = 0.05
@@ -103,6 +105,73 @@ def power(effect: float, noise_sd: float, seeds: int, family: int, reps: int,
     return float(np.mean(low > 0))
 
 
+def adaptive_sweeps(effects, reps: int, first: int = DEMO_SEEDS, round_seeds: int = 2,
+                    max_seeds: int = 16, delta: float = 0.4, anytime: bool = True,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Simulated `sweep --until-resolved` runs: one base and a level per entry of `effects`
+    (noise units, normal noise), `first` seeds, then `round_seeds` more to every open
+    comparison until all are decided or `max_seeds`, judged as experiments/orchestration/
+    adaptive.py judges (anytime: its confidence sequence; else Welch's fixed-n interval at
+    every look, the naive rule). Returns (verdicts, level seeds, base seeds) per replication;
+    every comparison still open shares the same seeds, so a round judges them together."""
+    rng = np.random.default_rng(seed)
+    effects = np.asarray(effects, float)
+    base = rng.standard_normal((reps, 1, max_seeds))
+    level = rng.standard_normal((reps, len(effects), max_seeds)) + effects[:, None]
+    alpha = stats.ALPHA / len(effects)
+    verdicts = np.full((reps, len(effects)), sequential.OPEN, dtype=object)
+    seeds = np.zeros(verdicts.shape, int)
+    n = first
+    while True:
+        still = verdicts == sequential.OPEN
+        if anytime:
+            _, low, high = sequential.confidence_sequence(base[..., :n], level[..., :n], alpha)
+        else:
+            low, high = stats.interval(stats.difference(base[..., :n], level[..., :n], False),
+                                       alpha)
+        verdicts = np.where(still, sequential.decide(low, high, delta), verdicts)
+        seeds = np.where(still, n, seeds)
+        if n >= max_seeds:
+            return verdicts, seeds, seeds.max(axis=1)
+        n = min(n + round_seeds, max_seeds)
+
+
+def adaptive_family_error(reps: int, levels: int = DEMO_LEVELS, anytime: bool = True,
+                          seed: int = 0, **rounds) -> float:
+    """Share of simulated adaptive sweeps with no true effect that end with a `better` or
+    `worse` anywhere: the family-wise error over comparisons and rounds."""
+    verdicts, _, _ = adaptive_sweeps(np.zeros(levels), reps, anytime=anytime, seed=seed,
+                                     **rounds)
+    return float(np.mean(np.isin(verdicts, (sequential.BETTER, sequential.WORSE)).any(axis=1)))
+
+
+def adaptive_table(reps: int, effects=(0.0, 1.0, 2.0, 3.0, 5.0)) -> str:
+    """Markdown: the adaptive rule on the demo's shape (4 levels of one true effect against
+    a base, 4 seeds, +2 per round up to 16, --delta 0.4 noise units) against the fixed
+    design of equal power (Welch at the family's alpha, experiments/power.py)."""
+    lines = ["| true effect (noise sd) | decided better | equivalent | open | false "
+             "better/worse | runs (mean) | fixed design: seeds per config for equal power "
+             "| its runs |", "|---|---|---|---|---|---|---|---|"]
+    for effect in effects:
+        verdicts, seeds, base = adaptive_sweeps(np.full(DEMO_LEVELS, effect), reps)
+        share = {v: float(np.mean(verdicts == v)) for v in (
+            sequential.BETTER, sequential.WORSE, sequential.EQUIVALENT, sequential.OPEN)}
+        runs = float(np.mean(base + seeds.sum(axis=1)))
+        power_hit = share[sequential.BETTER]
+        # equal power; all replications decided is asked as 99.5% (no n has power 1)
+        fixed = seeds_needed(1.0, effect, alpha=stats.ALPHA / DEMO_LEVELS,
+                             power=min(power_hit, 0.995)) if effect > 0 and power_hit else None
+        wrong = share[sequential.WORSE] + (share[sequential.BETTER] if effect == 0 else 0)
+        lines.append(f"| {effect:g} | {100 * power_hit:.1f}% | "
+                     f"{100 * share[sequential.EQUIVALENT]:.1f}% | "
+                     f"{100 * share[sequential.OPEN]:.1f}% | {100 * wrong:.2f}% | {runs:.1f} | "
+                     + (f"{fixed} | {(DEMO_LEVELS + 1) * fixed}" if fixed else "- | -") + " |")
+    lines += ["", f"Family-wise error under the null, {DEMO_LEVELS} comparisons: anytime-valid "
+              f"{100 * adaptive_family_error(reps):.2f}%, naive fixed-n intervals at every "
+              f"look {100 * adaptive_family_error(reps, anytime=False):.2f}%"]
+    return "\n".join(lines)
+
+
 def coverage_table(reps: int) -> str:
     """Markdown: coverage per noise model, pairing and seed count; then the family-wise
     error of the demo's design."""
@@ -130,3 +199,5 @@ if __name__ == "__main__":
     print(coverage_table(replications))
     print(f"\n+4 points at 0.5 points of noise, {DEMO_SEEDS} seeds, family of {DEMO_LEVELS}: "
           f"resolved in {100 * power(4, 0.5, DEMO_SEEDS, DEMO_LEVELS, replications):.1f}%")
+    print("\nsweep --until-resolved against a fixed design:\n")
+    print(adaptive_table(replications))

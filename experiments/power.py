@@ -73,6 +73,14 @@ def in_points(metric: str, values: np.ndarray) -> np.ndarray:
     return values * 100 if fraction and len(finite) and finite.max() <= 1 else values
 
 
+def metric_value(result: dict, metric: str):
+    """A run record's (result.json) value of a dotted metric (`final.test_acc`), or None."""
+    if "." not in metric:
+        return result.get(metric)
+    section, name = metric.split(".", 1)
+    return (result.get(section) or {}).get(name)
+
+
 def pilot_spread(results_dir, metric: str) -> tuple[float, int, int]:
     """(seed sd in points, degrees of freedom, configs with >= 2 seeds) of `metric` over
     the completed runs of a pilot folder, read from its run records (the results layout)."""
@@ -92,8 +100,7 @@ def pilot_spread(results_dir, metric: str) -> tuple[float, int, int]:
             config = yaml.safe_load((run_dir / CONFIG).read_text())
         except (OSError, ValueError, yaml.YAMLError):
             continue  # not started, or unreadable: it tells nothing about seed noise
-        value = result.get(metric.split(".", 1)[0], {}).get(metric.split(".", 1)[-1]) \
-            if "." in metric else result.get(metric)
+        value = metric_value(result, metric)
         if result.get("status") != "completed" or not isinstance(value, (int, float)):
             continue
         config.get("train", {}).pop("seed", None)

@@ -112,8 +112,9 @@ def test_experiments_imports_nothing_of_analysis(module):
 # Analysis commands are leaves that may also drive the orchestration (the demo trains its
 # sweep first).
 ANALYSIS_READS = {"experiments.records", "experiments.config", "experiments.formatting",
-                  "experiments.power", "experiments.readback", "experiments.commands",
-                  "experiments.orchestration.tracking", "experiments.orchestration.status"}
+                  "experiments.power", "experiments.sequential", "experiments.readback",
+                  "experiments.commands", "experiments.orchestration.tracking",
+                  "experiments.orchestration.status"}
 
 
 def analysis_may_read(module: str, target: str) -> bool:

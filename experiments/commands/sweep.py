@@ -48,6 +48,17 @@ def add_arguments(parser):
                              "executor spreads the packs over the cores")
     parser.add_argument("--rerun-failed", action="store_true",
                         help="also resubmit runs that failed")
+    parser.add_argument("--until-resolved", action="store_true",
+                        help="train the sweep's seeds, judge every config against the base "
+                             "with anytime-valid intervals, and add --round seeds only to "
+                             "configs whose comparison is neither better, worse nor "
+                             "equivalent (within --delta), until all are decided or "
+                             "--max-seeds is reached; waits, and a rerun continues")
+    parser.add_argument("--max-seeds", type=int, default=16, metavar="S",
+                        help="with --until-resolved: most seeds per config (default: 16)")
+    parser.add_argument("--round", type=int, default=2, metavar="K",
+                        help="with --until-resolved: seeds added per round to each open "
+                             "config and the base (default: 2)")
 
 
 def dry_run(sweep) -> float:
@@ -113,6 +124,36 @@ def seed_plan(sweep, total: float, pilot: str, noise: tuple[float, int, int], me
           f"({cost / total:.1f}x this sweep's {seeds:g} seed(s), {total:.2e} FLOPs)")
 
 
+def check_adaptive(args) -> None:
+    """--until-resolved's arguments, checked before anything is written or submitted."""
+    from experiments.config import ConfigError
+    from experiments.orchestration.adaptive import higher_is_better
+
+    if args.dry_run or args.pilot:
+        raise ConfigError("--until-resolved trains and judges in rounds; drop --dry-run/--pilot "
+                          "(plan its seeds with `sweep --dry-run --pilot` first if you like)")
+    if args.max_seeds < 3:
+        raise ConfigError(f"--max-seeds {args.max_seeds} must be >= 3 (no interval below 3 "
+                          "seeds)")
+    if args.round < 1:
+        raise ConfigError(f"--round {args.round} must be >= 1 (seeds added per round)")
+    higher_is_better(args.metric)
+
+
+def until_resolved(args, sweep, folder: Path, profile, cluster_overrides: dict) -> int:
+    """Rounds of seeds until every comparison is decided (experiments/orchestration/
+    adaptive.py); 1 when a run failed."""
+    from experiments.orchestration.adaptive import Settings, run_until_resolved, summary
+
+    settings = Settings(args.metric, args.delta, args.max_seeds, args.round)
+    state = run_until_resolved(sweep, folder, settings, profile, executor=args.executor,
+                               runs_per_job=args.runs_per_job, pack_seeds=args.pack_seeds,
+                               profile_overrides=cluster_overrides,
+                               log=lambda text: print(text, flush=True))
+    print(summary(folder))
+    return 1 if state["state"] == "failed" else 0
+
+
 def run(args) -> int:
     from experiments.config import ConfigError
     from experiments.orchestration.cluster import load_profile, split_overrides
@@ -127,6 +168,10 @@ def run(args) -> int:
         raise ConfigError("--pilot plans seeds before submitting: use it with --dry-run")
     if not (args.delta > 0):
         raise ConfigError(f"--delta {args.delta} must be > 0 (points)")
+    if args.until_resolved:
+        check_adaptive(args)
+    elif args.max_seeds != 16 or args.round != 2:
+        raise ConfigError("--max-seeds and --round set the rounds of --until-resolved; add it")
     if args.dry_run:
         noise = pilot_noise(args.pilot, args.metric) if args.pilot else None
         total = dry_run(sweep)
@@ -142,6 +187,8 @@ def run(args) -> int:
                           "--pack-seeds each job trains whole packs; drop --runs-per-job")
     profile = load_profile(args.cluster)
     folder = Path(args.out) if args.out else RESULTS / sweep.name
+    if args.until_resolved:
+        return until_resolved(args, sweep, folder, profile, cluster_overrides)
     todo, kept = plan(sweep, folder, args.rerun_failed)
     for state, points in sorted(kept.items()):
         hint = " (--rerun-failed resubmits them)" if state == "failed" else ""

@@ -58,6 +58,9 @@ def story(sessions: list[dict]) -> str:
 
 def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[str, int]:
     """(the status table and the logs of failed runs, number of failed runs)."""
+    # not at import: analysis reads this module, and the rounds' brings the submitters
+    from experiments.orchestration.adaptive import summary
+
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"results folder {folder} does not exist")
@@ -90,6 +93,9 @@ def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[st
     if resumed:
         lines.append("resumed runs (sessions: steps, nodes, job, end):")
         lines += [f"  {s.run_id}: {story(s.result['sessions'])}" for s in resumed]
+    rounds = summary(folder)  # a sweep --until-resolved's rounds and verdicts
+    if rounds:
+        lines.append(rounds)
     for kind in ("failed", "interrupted"):
         ended = [s for s in states if s.state == kind]
         if ended:
