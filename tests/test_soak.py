@@ -142,7 +142,12 @@ def soak(tmp_path: Path, disk: Path, data_root: Path, trials: int, chaos_s: floa
     study, _, jobs = W.launch(spec, out, executor="local", workers=2)
     wait_until(lambda: study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)), 60,
                "the first trial")
-    did = chaos(spec, out, disk, jobs, chaos_s, every_s, random.Random(30))
+    try:
+        did = chaos(spec, out, disk, jobs, chaos_s, every_s, random.Random(30))
+    except BaseException:  # keep what the chaos left for a post-mortem, as below
+        if os.environ.get("SOAK_KEEP"):
+            subprocess.run(["cp", "-a", str(out), os.environ["SOAK_KEEP"]])
+        raise
     code, said = submitting.wait(timeout=120), submitting.stdout.read()
     assert code == 0 or (code == 1 and "no space left on device" in said), said[-2000:]
 
@@ -187,11 +192,17 @@ def soak(tmp_path: Path, disk: Path, data_root: Path, trials: int, chaos_s: floa
         behind
 
     # Killed runs resumed to the metrics of an unkilled run of the same config.
+    # Every one of them: the long soak once failed here on one run of several, and the
+    # message carries what tells where its kill landed (its sessions and its trial).
     resumed = [d for d in run_dirs if len(read_json(d / RESULT).get("sessions") or []) > 1]
-    for run_dir in resumed[:2]:
+    for run_dir in resumed:
         config = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
         fresh = train_run(config, tmp_path / "fresh" / run_dir.name)
-        assert final_metrics(fresh) == final_metrics(read_json(run_dir / RESULT)), run_dir
+        result = read_json(run_dir / RESULT)
+        assert final_metrics(fresh) == final_metrics(result), (
+            run_dir, config.train.lr, result.get("trial"),
+            [(s["from_step"], s["to_step"], s["status"], s["job"], s.get("error"))
+             for s in result["sessions"]])
 
     # Every view counts every run.
     assert main(["status", str(out)]) == 0
@@ -210,7 +221,7 @@ def soak(tmp_path: Path, disk: Path, data_root: Path, trials: int, chaos_s: floa
               f"{did['filled']}; {len(all_trials)} trials ({len(finished)} finished, "
               f"{states.count(TrialState.FAIL)} failed and retried), {len(counted)} runs "
               f"({len(sweep_runs)} of the sweep), {len(resumed)} resumed after a kill, "
-              f"{min(2, len(resumed))} checked against an unkilled run, {len(behind)} left "
+              f"all checked against an unkilled run, {len(behind)} left "
               f"behind by a FAIL trial; duplicates "
               f"{duplicates + len(twice)}, losses {len(lost)}; {elapsed:.0f} s")
     assert len(did["kills"]) >= 2 and did["filled"]
