@@ -9,6 +9,11 @@ record says `running` but whose trainer is gone, which are `interrupted`), so th
 views count alike. For a run that did not complete the section gives what sets it apart
 (the config keys that vary between the folder's runs) and its last error line: the
 record's error, the job's fate, or the error its job's log gives for it.
+
+A folder whose seeds `sweep --until-resolved` added in rounds, stopping where the data
+decided, gets a warning in the section: the verdicts' fixed-n intervals are not valid after
+such stopping (docs/verdicts.md, "Seeds only where the answer is open"); the rounds'
+anytime-valid verdicts are shown beside it.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from analysis.markup import literal, markdown_table
-from experiments.orchestration.status import flat_config, varying
+from analysis.markup import literal, markdown_table, visible
+from experiments.orchestration.status import flat_config, rounds, varying
 from experiments.orchestration.tracking import STATE_ORDER, RunState, headline, run_states
 from perceiver_core.config import ConfigError
 
@@ -27,6 +32,7 @@ from perceiver_core.config import ConfigError
 class Accounting(NamedTuple):
     headline: str  # "8 runs: 4 completed, 4 failed"
     runs: pd.DataFrame  # run_id, state, config (what varies), error (last line)
+    until_resolved: str = ""  # the rounds of `sweep --until-resolved` ('' for other folders)
 
 
 def error_line(state: RunState) -> str:
@@ -46,7 +52,8 @@ def account(results_dir: str | Path) -> Accounting:
              "config": ", ".join(f"{k}={f[k]}" for k in axes if k in f),
              "error": error_line(s)} for s, f in zip(states, flat, strict=True)]
     return Accounting(headline(states),
-                      pd.DataFrame(rows, columns=["run_id", "state", "config", "error"]))
+                      pd.DataFrame(rows, columns=["run_id", "state", "config", "error"]),
+                      rounds(results_dir))
 
 
 def judgeable(runs: pd.DataFrame, results_dir: str | Path) -> Accounting:
@@ -65,19 +72,30 @@ def judgeable(runs: pd.DataFrame, results_dir: str | Path) -> Accounting:
     return accounting
 
 
+ADAPTIVE_WARNING = ("**Warning**: this folder's seeds were added in rounds until its "
+                    "comparisons were decided (`sweep --until-resolved`). The verdicts' "
+                    "fixed-n intervals are not valid after stopping on the data; read the "
+                    "rounds' anytime-valid verdicts instead:")
+
+
 def markdown(accounting: Accounting) -> str:
-    """The section: the headline, then one row per run (values made literal)."""
+    """The section: the headline, then one row per run (values made literal), then the
+    warning of a `sweep --until-resolved` folder with its rounds."""
+    adaptive = "" if not accounting.until_resolved else (
+        f"\n{ADAPTIVE_WARNING}\n\n" + "".join(
+            f"    {visible(line)}\n" for line in accounting.until_resolved.splitlines()))
     if accounting.runs.empty:
-        return f"{literal(accounting.headline)}.\n"
+        return f"{literal(accounting.headline)}.\n" + adaptive
     table = accounting.runs.rename(columns={
         "run_id": "run", "config": "config (keys that vary)", "error": "last error line"})
     return (f"{literal(accounting.headline)}. Figures and verdicts use the completed runs; "
             "every run of the folder is listed here by state, with the last error line of "
             "each one that did not complete (`perceiver-ablate status` tells more).\n\n"
-            + markdown_table(table.replace("", "-")))
+            + markdown_table(table.replace("", "-")) + adaptive)
 
 
 def to_records(accounting: Accounting) -> dict[str, Any]:
     """The section as JSON-ready data (the values as they are, not escaped)."""
     return {"headline": accounting.headline,
-            "runs": accounting.runs.to_dict(orient="records")}
+            "runs": accounting.runs.to_dict(orient="records"),
+            "until_resolved": accounting.until_resolved or None}

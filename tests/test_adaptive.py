@@ -143,6 +143,15 @@ def test_one_round_on_the_slurm_cluster(tmp_path, capsys, slurm_cluster, tiny_fa
         for job in read_manifest(out)["submissions"][0]["jobs"])
     assert main(["status", str(out)]) == 0
     assert "--until-resolved (done): 1 round(s)" in capsys.readouterr().out
+    # `verdicts` on such a folder warns that its fixed-n intervals are not valid after
+    # stopping on the data, and shows the rounds' anytime-valid verdicts beside them.
+    assert main(["verdicts", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "fixed-n intervals are not valid after stopping on the data" in shown
+    assert "    --until-resolved (done): 1 round(s)" in shown
+    assert main(["verdicts", str(out), "--json"]) == 0
+    judged = json.loads(capsys.readouterr().out)
+    assert judged["until_resolved"].startswith("--until-resolved (done): 1 round(s)")
 
 
 @pytest.mark.parametrize("extra, spec, message", [

@@ -56,11 +56,17 @@ def story(sessions: list[dict]) -> str:
     return "; ".join(parts)
 
 
-def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[str, int]:
-    """(the status table and the logs of failed runs, number of failed runs)."""
+def rounds(folder: str | Path) -> str:
+    """A `sweep --until-resolved` folder's rounds and anytime-valid verdicts, as `status`
+    prints them ('' for any other folder)."""
     # not at import: analysis reads this module, and the rounds' brings the submitters
     from experiments.orchestration.adaptive import summary
 
+    return summary(Path(folder))
+
+
+def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[str, int]:
+    """(the status table and the logs of failed runs, number of failed runs)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"results folder {folder} does not exist")
@@ -93,9 +99,9 @@ def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[st
     if resumed:
         lines.append("resumed runs (sessions: steps, nodes, job, end):")
         lines += [f"  {s.run_id}: {story(s.result['sessions'])}" for s in resumed]
-    rounds = summary(folder)  # a sweep --until-resolved's rounds and verdicts
-    if rounds:
-        lines.append(rounds)
+    adaptive = rounds(folder)  # a sweep --until-resolved's rounds and verdicts
+    if adaptive:
+        lines.append(adaptive)
     for kind in ("failed", "interrupted"):
         ended = [s for s in states if s.state == kind]
         if ended:
