@@ -88,6 +88,18 @@ def _cluster_for_slurm_marker(request):
         request.getfixturevalue("slurm_cluster")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module whose numbers are compared across processes and
+    runs (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def fashion_mnist_root() -> Path:
     """Debian's dataset-fashion-mnist IDX files (the embedded default data set)."""

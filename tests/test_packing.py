@@ -47,12 +47,7 @@ BATCHED_RTOL = 1e-5
 WEIGHTS_RTOL, WEIGHTS_ATOL = 1e-4, 1e-6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 
 import pytest
-import torch
 from test_soak import SOAK_BASE
 from test_study import write_study
 
@@ -25,12 +24,7 @@ class Killed(BaseException):
     """The process died here: nothing after this point runs, nothing is recorded."""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
