@@ -1,4 +1,5 @@
-"""How the command line, tables and figures write counts: one spelling everywhere."""
+"""How the command line, tables and figures write counts and durations: one spelling
+everywhere."""
 
 from __future__ import annotations
 
@@ -21,3 +22,9 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)]
     return "\n".join("  ".join(f"{c:<{w}}" for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in [headers, *rows])
+
+
+def duration(seconds: float) -> str:
+    """252.6 -> '4m13s', 4500 -> '1h15m': progress lines, ETAs and the demo's timings."""
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"

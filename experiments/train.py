@@ -44,6 +44,7 @@ from experiments.config import RunConfig
 from experiments.data import input_spec, load_splits
 from experiments.data.registry import check_config
 from experiments.distributed import Distributed, init_distributed, job_id
+from experiments.formatting import duration
 from experiments.locks import run_lock
 from experiments.optim import build_optimizer, build_schedule
 from experiments.orchestration import planning
@@ -295,11 +296,6 @@ def evaluate(model, split, batch_size: int, cfg: RunConfig, env: Distributed):
 
 def finite(*values) -> bool:
     return all(v is None or math.isfinite(v) for v in values)
-
-
-def duration(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
 
 
 def keep_freed_memory() -> None:

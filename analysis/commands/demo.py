@@ -44,7 +44,8 @@ def run_demo(out_dir: str | Path = DEFAULT_OUT, sweep: str | Path = DEMO_SWEEP,
     """Sweep, report, attention maps of the best run. `sweep`, `overrides` (of its base
     config) and `executor` (local | debug) shrink it for tests."""
     from analysis.demo import conclude
-    from experiments.orchestration.follow import duration, train_here
+    from experiments.formatting import duration
+    from experiments.orchestration.follow import train_here
     from experiments.orchestration.sweeps import load_sweep
     from experiments.orchestration.tracking import run_states
     from perceiver_core.config import ConfigError

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from experiments.formatting import duration
 from experiments.orchestration.planning import planned_steps
 from experiments.orchestration.sweeps import Point, Sweep
 from experiments.orchestration.tracking import (
@@ -55,11 +56,6 @@ def wait_for_runs(folder: Path, run_ids: set[str], poll_s: float = POLL_S,
                   on_poll: Callable[[], None] | None = None) -> None:
     """Until no run of `run_ids` is busy (above)."""
     wait_until(lambda: not runs_busy(folder, run_ids), poll_s, on_poll)
-
-
-def duration(seconds: float) -> str:
-    minutes, seconds = divmod(round(seconds), 60)
-    return f"{minutes}m{seconds:02d}s"
 
 
 class ProgressLine:
