@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from analysis import stats
+from analysis.verdicts import stats
 from experiments import sequential
 from experiments.power import seeds_needed
 

@@ -21,6 +21,7 @@ the simulations (analysis/simulation.py) run thousands of replications in one ca
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -118,6 +119,33 @@ def improvement_interval(base, level, seed: int = 0) -> tuple[float, float, floa
     low, high = result.confidence_interval
     return point, float(low), float(high)
 
+
+
+def improvement_text(p: float, low: float, high: float) -> str:
+    if math.isnan(p):
+        return "-"
+    if math.isnan(low):
+        return f"{p:.2f}"
+    return f"{p:.2f} [{low:.2f}, {high:.2f}]"
+
+
+class Statistic(NamedTuple):
+    """A statistic of one comparison, shown beside its effect, interval and test: one or
+    more columns of the effects table (verdicts.json, the effects frame) and one cell of
+    its Markdown. `compute(base, level)` gets each side's seeds oriented so that higher is
+    better and returns one value per column; `text` writes those values as the cell."""
+    columns: tuple[str, ...]
+    header: str
+    compute: Callable[[np.ndarray, np.ndarray], tuple[float, ...]]
+    text: Callable[..., str]
+
+
+# Every statistic a comparison reports beyond its interval and test, in column order; it is
+# computed wherever both sides have MIN_SEEDS seeds. A new statistic is one entry here.
+COMPARISON_STATISTICS = (
+    Statistic(("p_improve", "p_improve_low", "p_improve_high"), "P(level better) [95% CI]",
+              improvement_interval, improvement_text),
+)
 
 def mean_interval(values) -> tuple[float, float, float]:
     """(mean, low, high) of one config's seeds: the 95% t interval of the mean, the one-
