@@ -2,7 +2,7 @@
 folders and judged through the CLI, one for every defect issue 25 lists (survivors, two
 seeds, ties, a base with extra seeds, a metric missing in some runs, a loss, a one-knob
 study); the intervals' coverage, the family-wise error and the seed planner checked by
-simulation (analysis/simulation.py), each replication judged with its own dof."""
+simulation (analysis/verdicts/simulation.py), each replication judged with its own dof."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from analysis import simulation, stats
 from analysis.results import flatten
+from analysis.verdicts import simulation, stats
 from experiments import records
 from experiments.cli import main
 from experiments.config import resolve
@@ -263,7 +263,8 @@ def test_a_study_that_moves_every_knob_per_trial_holds_no_one_knob_ablation():
     import pandas as pd
 
     from analysis.results import pick_metric
-    from analysis.verdicts import find_comparisons, importance, searched_jointly
+    from analysis.verdicts.effects import find_comparisons, importance
+    from analysis.verdicts.judge import searched_jointly
 
     rng = np.random.default_rng(0)
     tpe = pd.DataFrame({"trial.number": range(8), "status": "completed", "train.seed": 0,
@@ -448,7 +449,7 @@ def test_a_torn_manifest_warns_and_the_base_falls_back(tmp_path):
 
 
 def test_coverage_at_least_93_percent_at_every_accepted_seed_count():
-    """The whole coverage table of docs/verdicts.md (python -m analysis.simulation), every
+    """The whole coverage table of docs/verdicts.md (python -m analysis.verdicts.simulation), every
     cell, each replication judged with its own degrees of freedom (the audit found a
     batch's smallest dof overstating coverage by 1.5 points)."""
     for noise in simulation.NOISE:

@@ -15,7 +15,12 @@ the Bonferroni-adjusted p-values printed beside them (Holm's step-down test reje
 but has no interval that says the same).
 
 Every function takes arrays whose last axis holds the seeds and accepts leading axes, so
-the simulations (analysis/simulation.py) run thousands of replications in one call.
+the simulations (analysis/verdicts/simulation.py) run thousands of replications in one
+call.
+
+What a comparison reports beside its effect, interval and test is listed in one place,
+COMPARISON_STATISTICS: the judge computes each entry and the effects table (JSON and
+Markdown) shows it, so a new statistic is its function and its entry here.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ RESAMPLES = 9999
 # pays with many seeds (docs/verdicts.md).
 PAIRED_MIN = 6
 # Fewer seeds than this on either side give no interval and no `better`/`worse`. Coverage
-# is measured from here on (analysis/simulation.py: at least 93% for every noise model,
+# is measured from here on (analysis/verdicts/simulation.py: at least 93% for every noise model,
 # paired and unpaired); below it each side's spread rests on one degree of freedom, and
 # one collapsed seed of two leaves nothing to judge (docs/verdicts.md).
 MIN_SEEDS = 3
