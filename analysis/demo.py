@@ -58,7 +58,7 @@ def verdict_table(verdicts_json: Path) -> str:
     import pandas as pd
 
     from analysis.results import label
-    from analysis.verdicts.judge import interval_text
+    from analysis.verdicts.stats import interval_text
 
     judged = json.loads(verdicts_json.read_text())
     effects = pd.DataFrame(judged["effects"])

@@ -10,7 +10,12 @@ warning, never a crash.
 
 An *axis* is a config column whose value varies across runs. `ablation` picks the runs in
 which only the requested axes vary (seeds aside), so one results folder holding several
-one-knob sweeps around a common base config yields one clean slice per knob.
+one-knob sweeps around a common base config yields one clean slice per knob; `label` names
+an axis for people (in the verdicts, figures and tables alike), and `pick_metric` picks
+the metric every verdict and figure shows. `load_studies` gives the folder's Optuna study.
+
+This is the floor of analysis: the verdicts (analysis/verdicts/) and the report
+(analysis/report/) both read the runs through it.
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
-"""Paper-style figures from a results frame (analysis.results.load_results).
+"""Paper-style figures from a results frame (analysis.results.load_results) and its
+verdicts (analysis.verdicts.summary: the forest plot of the effects).
 
 Each builder draws what the results hold and returns a `Plot` (figure + caption), or None
-when the results do not contain its axes. Accuracy is the metric analysis.results.pick_metric
-picks for the verdicts too (test accuracy when any completed run has one); the axis label
-says which. Diverged runs are never dropped: they are drawn as red crosses at the bottom
-of the panel at their x value.
+when the results do not contain its axes; `build_figures` lists every builder once (an
+Optuna study's own figures: `study_figures`), and the report, its HTML page and the
+notebook API show what it returns. Accuracy is the
+metric analysis.results.pick_metric picks for the verdicts too (test accuracy when any
+completed run has one); the axis label says which. Diverged runs are never dropped: they
+are drawn as red crosses at the bottom of the panel at their x value.
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ from analysis.verdicts import stats
 from analysis.verdicts.judge import (
     EQUIVALENT,
     Judge,
-    interval_text,
     judged_runs,
     level_text,
     searched_jointly,
@@ -33,6 +32,7 @@ from analysis.verdicts.judge import (
     sorted_levels,
     verdict_kind,
 )
+from analysis.verdicts.stats import interval_text
 
 CONFIRMED, CONTRADICTED = "confirmed", "contradicted"
 

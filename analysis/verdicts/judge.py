@@ -1,14 +1,12 @@
-"""How one comparison is judged, the machinery the effects table (analysis/verdicts/
-effects.py) and the paper's claims (analysis/verdicts/claims.py) share, so both judge a
-comparison of the same runs alike: the runs a comparison counts (`judged_runs`: failures
-counted, never dropped), a level's side of it (`side`: one value per seed), and the
-`Judge` that turns two sides into an effect, its interval and test (analysis/verdicts/
-stats.py), the other statistics of a comparison and a verdict, at the report's
-family-wise level.
+"""How one comparison is judged: the machinery that the effects table (effects.py) and the
+paper's claims (claims.py) share, so both judge a comparison of the same runs alike.
 
-A metric is judged in *points*: percentage points for fractions (accuracy, mean average
-precision), its own units otherwise (analysis.results.pick_metric). docs/verdicts.md
-explains the statistics.
+`judged_runs` picks the runs a comparison counts (failures are counted, never dropped),
+`side` one level's side of it (one value per seed), and a `Judge` turns two sides into an
+effect with its interval and test (stats.py), the statistics of stats.COMPARISON_STATISTICS
+and a verdict, at the report's family-wise level. A metric is judged in *points*:
+percentage points for fractions (accuracy, mean average precision), its own units
+otherwise (analysis.results.pick_metric). docs/verdicts.md explains the statistics.
 """
 
 from __future__ import annotations
@@ -203,11 +201,3 @@ def compare(base: Side, level: Side, judge: Judge) -> dict[str, Any]:
 def verdict_kind(text: str) -> str:
     """The verdict without its numbers: a key of VERDICT_COLORS."""
     return next((k for k in VERDICT_COLORS if text.startswith(k)), text)
-
-
-def interval_text(effect: float, low: float, high: float) -> str:
-    if math.isnan(effect):
-        return "-"
-    if math.isnan(low):
-        return f"{effect:+.2f}"
-    return f"{effect:+.2f} [{low:+.2f}, {high:+.2f}]"

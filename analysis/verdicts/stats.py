@@ -25,6 +25,7 @@ Markdown) shows it, so a new statistic is its function and its entry here.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -126,12 +127,14 @@ def improvement_interval(base, level, seed: int = 0) -> tuple[float, float, floa
 
 
 
-def improvement_text(p: float, low: float, high: float) -> str:
-    if math.isnan(p):
+def interval_text(value: float, low: float, high: float, spec: str = "+.2f") -> str:
+    """"+1.20 [+0.10, +2.30]": a value with its interval in format `spec` ("-" without a
+    value, the value alone without an interval)."""
+    if math.isnan(value):
         return "-"
     if math.isnan(low):
-        return f"{p:.2f}"
-    return f"{p:.2f} [{low:.2f}, {high:.2f}]"
+        return f"{value:{spec}}"
+    return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
 
 
 class Statistic(NamedTuple):
@@ -149,7 +152,7 @@ class Statistic(NamedTuple):
 # computed wherever both sides have MIN_SEEDS seeds. A new statistic is one entry here.
 COMPARISON_STATISTICS = (
     Statistic(("p_improve", "p_improve_low", "p_improve_high"), "P(level better) [95% CI]",
-              improvement_interval, improvement_text),
+              improvement_interval, functools.partial(interval_text, spec=".2f")),
 )
 
 def mean_interval(values) -> tuple[float, float, float]:

@@ -27,7 +27,8 @@ from analysis.verdicts.effects import (
     seed_plan,
     study_importance,
 )
-from analysis.verdicts.judge import COLLAPSE_MARGIN, TOO_FEW, Judge, completed, interval_text
+from analysis.verdicts.judge import COLLAPSE_MARGIN, TOO_FEW, Judge, completed
+from analysis.verdicts.stats import interval_text
 
 DEFAULT_DELTA = 0.5  # points: the smallest effect the seed planner is asked to resolve
 
