@@ -104,6 +104,23 @@ def test_known_effect_is_better_with_an_interval_holding_the_truth(judged):
     assert latents["p"] < 1e-4
 
 
+def test_a_new_statistic_is_one_entry_in_stats(known, monkeypatch, capsys):
+    """docs/design.md: a statistic of every comparison is its function and its entry in
+    stats.COMPARISON_STATISTICS; the judge computes it, JSON and Markdown show it."""
+    gap = stats.Statistic(("median_gap",), "median gap", lambda base, level: (
+        float(np.median(level) - np.median(base)),), lambda value: f"{value:+.3f}")
+    monkeypatch.setattr(stats, "COMPARISON_STATISTICS", (*stats.COMPARISON_STATISTICS, gap))
+    latents = row(judge(known), "model.num_latents")
+    keys = list(latents)
+    assert keys[keys.index("p_improve_high") + 1] == "median_gap"
+    assert 1.0 < latents["median_gap"] < 3.0  # the +2-point effect, seed noise 0.5
+    assert main(["verdicts", str(known)]) == 0
+    table = capsys.readouterr().out.split("\n| knob")[1]
+    columns = [c.strip() for c in table.splitlines()[0].split("|")]
+    assert columns[-4:-2] == ["median gap", "verdict"]
+    assert f"| {latents['median_gap']:+.3f} " in table
+
+
 def test_null_effect_is_unresolved_or_equivalent(judged):
     bands = row(judged, "encoding.num_bands")
     assert bands["low"] < 0 < bands["high"]

@@ -106,11 +106,13 @@ def find_comparisons(runs: pd.DataFrame, declared: dict[str, Any] | None = None
     return out
 
 
-EFFECT_COLUMNS = ["knob", "setting", "base", "level", "n_base", "n_level", "runs_base",
-                  "runs_level", "failed_base", "failed_level", "failure_p", "effect", "low",
-                  "high", "method", "p", "p_adj",
-                  *(c for s in stats.COMPARISON_STATISTICS for c in s.columns),
-                  "verdict", "seeds_needed", "confidence"]
+def effect_columns() -> list[str]:
+    """The effects table's columns: the comparison, its effect, interval and test, every
+    statistic of stats.COMPARISON_STATISTICS, the verdict."""
+    return ["knob", "setting", "base", "level", "n_base", "n_level", "runs_base",
+            "runs_level", "failed_base", "failed_level", "failure_p", "effect", "low", "high",
+            "method", "p", "p_adj", *(c for s in stats.COMPARISON_STATISTICS for c in s.columns),
+            "verdict", "seeds_needed", "confidence"]
 
 
 def effects(frame: pd.DataFrame, judge: Judge) -> pd.DataFrame:
@@ -119,7 +121,7 @@ def effects(frame: pd.DataFrame, judge: Judge) -> pd.DataFrame:
     rows = [{"knob": c.knob, "setting": c.group, "base": level_text(c.knob, c.base),
              "level": level_text(c.knob, c.level), **judge(c.base_side, c.level_side)}
             for c in find_comparisons(runs, declared_base(frame))]
-    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
+    return pd.DataFrame(rows, columns=effect_columns())
 
 
 def _designs(runs: pd.DataFrame, columns: Sequence[str]) -> dict[str, np.ndarray]:
