@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from analysis import simulation
+from analysis.verdicts import simulation
 from experiments import sequential
 from experiments.cli import main
 from experiments.orchestration.adaptive import STATE
