@@ -159,7 +159,7 @@ def test_one_round_on_the_slurm_cluster(tmp_path, capsys, slurm_cluster, tiny_fa
     sweep = write_sweep(tmp_path / "two.yaml", seeds=(0, 1, 2),
                         zipped={"train.lr": [0.02, 1e-7]}, root=tiny_fashion_mnist)
     out = tmp_path / "out"
-    assert main(["sweep", str(sweep), "--until-resolved", "--max-seeds", "4", "--executor",
+    assert main(["sweep", str(sweep), "--until-resolved", "--max-seeds", "3", "--executor",
                  "slurm", "--cluster", "local", "--out", str(out)]) == 0
     state = json.loads((out / STATE).read_text())
     assert state["state"] == "done" and len(state["rounds"]) == 1
