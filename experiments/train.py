@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from experiments import planning
 from experiments.config import RunConfig
 from experiments.data import load_splits
 from experiments.distributed import Distributed, init_distributed, job_id
@@ -42,7 +43,6 @@ from experiments.factory import config_flops, initial_model
 from experiments.formatting import duration
 from experiments.host import now_iso, versions
 from experiments.locks import run_lock
-from experiments.orchestration import planning
 from experiments.records import (
     CHECKPOINT,
     CONFIG,

@@ -65,7 +65,7 @@ def dry_run(sweep) -> float:
     """Print the runs and their compute; returns the total compute in FLOPs."""
     from experiments.factory import config_flops
     from experiments.formatting import human, table
-    from experiments.orchestration.planning import samples_seen
+    from experiments.planning import samples_seen
 
     counts = {}
     rows, total = [], 0
