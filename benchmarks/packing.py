@@ -42,8 +42,9 @@ from scipy import stats
 from experiments.config import RunConfig, load_config
 from experiments.data import load_splits
 from experiments.distributed import Distributed
+from experiments.engine import STEPS
 from experiments.orchestration.sweeps import load_sweep
-from experiments.packing import STEPS, Seed
+from experiments.packing import Seed
 from experiments.train import Run
 
 HERE = Path(__file__).resolve().parent

@@ -1,8 +1,9 @@
 """The layers of docs/design.md ("Layout"), read off the `ast` of every module: the core
-imports nothing of the project, `experiments` nothing of `analysis`, `analysis` only the run
-records, the config vocabulary and experiments.readback, and no module imports a command.
-Inside analysis the report draws what the verdicts judge of what results.py reads, never
-the reverse, and no modules import each other in a circle.
+imports nothing of the project, `experiments` nothing of `analysis`, training and data nothing
+of the orchestration, `analysis` only the run records, the config vocabulary and
+experiments.readback, and no module imports a command. Inside analysis the report draws
+what the verdicts judge of what results.py reads, never the reverse, and no modules import
+each other in a circle (the config, for one, imports nothing of the data sets that read it).
 
 Imports inside functions count as much as those at the top.
 """
@@ -109,6 +110,22 @@ def test_experiments_imports_nothing_of_analysis(module):
     assert not found, f"{module} imports {found}"
 
 
+# Training and the data it reads sit below the orchestration: a job calls train_run or
+# train_pack on run folders and the orchestration reads back what they recorded.
+TRAINING = ("experiments.train", "experiments.engine", "experiments.packing",
+            "experiments.factory", "experiments.host", "experiments.planning",
+            "experiments.config", "experiments.seeding", "experiments.optim",
+            "experiments.distributed")
+DATA = [module for module in MODULES if module.split(".")[:2] == ["experiments", "data"]]
+
+
+@pytest.mark.parametrize("module", [*TRAINING, *DATA])
+def test_training_and_data_import_nothing_of_the_orchestration(module):
+    found = sorted(target for target, _ in project_imports(module)
+                   if target.startswith("experiments.orchestration"))
+    assert not found, f"{module} imports {found}"
+
+
 # What analysis may read of experiments: the run records, the config vocabulary, how counts
 # are written, the seed planner's statistics, the command interface, and experiments.readback
 # (a trained model with its test examples, a folder's Optuna study), and the state of every
@@ -208,6 +225,6 @@ def test_the_circle_finder_sees_every_circle():
     assert circles({"a": {"b"}, "b": set()}) == []
 
 
-@pytest.mark.parametrize("package", ["perceiver_core", "analysis"])
+@pytest.mark.parametrize("package", PACKAGES)
 def test_no_modules_import_each_other_in_a_circle(package):
     assert circles(import_graph(package)) == []

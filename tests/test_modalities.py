@@ -16,8 +16,8 @@ from experiments.cli import main
 from experiments.config import load_config
 from experiments.data import REGISTRY, input_spec, load_splits
 from experiments.data.common import packed_positions
+from experiments.engine import mean_average_precision
 from experiments.errors import DataError
-from experiments.train import mean_average_precision
 from perceiver_core import build_model
 from perceiver_core.config import ConfigError
 
@@ -50,7 +50,7 @@ def test_every_registered_data_set_validates_and_builds_a_model():
         assert positions.shape == (spec.num_inputs, len(spec.index_shape))
         assert positions.abs().max() <= 1
     with pytest.raises(ConfigError, match="fashion_mnist_points.*modelnet40"):
-        load_config(None, {"data.name": "mnist"})
+        load_splits(load_config(None, {"data.name": "mnist"}))
     with pytest.raises(ConfigError, match="data.augment='crop' does not apply"):
         load_splits(load_config(None, {"data.name": "japanese_vowels", "data.augment": "crop"}))
     with pytest.raises(ConfigError, match="data.num_points=64 applies to point sets"):

@@ -96,6 +96,12 @@ def test_expansion_is_zip_then_grid_then_seeds_with_overrides_on_the_base(tmp_pa
     ({"grid": {}, "zip": None}, r"no axes"),
     ({"grid": {"train.lr": [0.001, float("nan")]}},
      r"point 2/2 \(train.lr=nan\): train.lr=nan must be a finite number"),
+    # the data sets' check (experiments/data/registry.py), on the base and on every point
+    ({"base": {"data": {"name": "mnist"}}}, r"base: data.name='mnist' is not one of"),
+    ({"grid": {"data.augment": ["none", "bogus"]}},
+     r"point 2/2 \(data.augment=bogus\): data.augment='bogus' is not one of none, crop"),
+    ({"grid": {"data.name": ["fashion_mnist", "japanese_vowels"], "data.augment": ["crop"]}},
+     r"point 2/2 .*: data.augment='crop' does not apply to data.name=japanese_vowels"),
 ])
 def test_a_bad_sweep_names_what_is_wrong(tmp_path, spec, match):
     path = tmp_path / "bad.yaml"
@@ -160,8 +166,8 @@ def test_shipped_sweeps_cover_the_paper_ablations_on_both_scales():
 
 
 def test_dry_run_prints_params_flops_and_compute_and_writes_nothing(tmp_path, capsys):
+    from experiments.factory import config_flops
     from experiments.formatting import human
-    from experiments.train import config_flops
 
     path = write_sweep(tmp_path / "s.yaml", grid={"model.num_latents": [8, 32]})
     out = tmp_path / "out"
