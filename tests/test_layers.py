@@ -1,6 +1,7 @@
 """The layers of docs/design.md ("Layout"), read off the `ast` of every module: the core
 imports nothing of the project, `experiments` nothing of `analysis`, `analysis` only the run
-records, the config vocabulary and experiments.readback, and no module imports a command.
+records, the config vocabulary and experiments.readback, no module imports a command, and
+only experiments/orchestration/executors.py names the executors.
 
 Imports inside functions count as much as those at the top.
 """
@@ -136,3 +137,39 @@ def test_commands_are_leaves(module):
     found = sorted(target for target, _ in project_imports(module)
                    if is_command(target) and target != module)
     assert not found, f"{module} imports the command module(s) {found}"
+
+
+# A new executor is one class in experiments/orchestration/executors.py (docs/design.md,
+# "Where a change goes"): every other module asks an executor object, none compares a value
+# with an executor's name or lists the names (argparse's choices come from EXECUTORS).
+EXECUTORS_MODULE = "experiments.orchestration.executors"
+EXECUTOR_NAMES = {"local", "slurm", "debug"}
+
+
+def names_executors(node: ast.AST) -> bool:
+    """A comparison with an executor's name, or a literal listing two or more of them."""
+    def named(nodes) -> list[str]:
+        return [n.value for n in nodes if isinstance(n, ast.Constant) and n.value in EXECUTOR_NAMES]
+    if isinstance(node, ast.Compare):
+        return bool(named([node.left, *node.comparators]))
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return len(named(node.elts)) >= 2
+    if isinstance(node, ast.Dict):
+        return len(named(node.keys)) >= 2
+    return False
+
+
+def test_executor_names_are_only_compared_in_the_executors_module():
+    from experiments.orchestration.executors import EXECUTORS
+
+    assert set(EXECUTORS) == EXECUTOR_NAMES  # the rule below knows every executor
+    assert names_executors(ast.parse('executor == "slurm"').body[0].value)
+    assert names_executors(ast.parse('("local", "debug")').body[0].value)
+    assert not names_executors(ast.parse('load_profile("local")').body[0].value)
+
+
+@pytest.mark.parametrize("module", [m for m in cases("*") if m != EXECUTORS_MODULE])
+def test_only_the_executors_module_names_executors(module):
+    found = [node.lineno for node in ast.walk(ast.parse(MODULES[module].read_text()))
+             if names_executors(node)]
+    assert not found, f"{module} compares or lists executor names at line(s) {found}"
