@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from experiments.commands import RESULTS, Command
-from experiments.orchestration.executors import EXECUTORS, Executor
+from experiments.orchestration.executors import DEFAULT, EXECUTORS, Executor
 
 DEMO_SWEEP = "demo"  # experiments/sweeps/demo.yaml
 DEFAULT_OUT = RESULTS / "demo"
@@ -39,7 +39,7 @@ class Demo(NamedTuple):
 
 
 def run_demo(out_dir: str | Path = DEFAULT_OUT, sweep: str | Path = DEMO_SWEEP,
-             overrides: Mapping | Sequence[str] = (), executor: Executor = EXECUTORS["local"],
+             overrides: Mapping | Sequence[str] = (), executor: Executor = DEFAULT,
              images: int = 3, latents: int = 64, poll_s: float = POLL_S,
              log: Callable[[str], None] | None = None) -> Demo:
     """Sweep, report, attention maps of the best run. `sweep`, `overrides` (of its base

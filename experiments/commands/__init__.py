@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.orchestration.executors import EXECUTORS, Executor
+from experiments.orchestration.executors import DEFAULT, EXECUTORS, Executor
 
 RESULTS = Path("results")  # where commands put their folders unless --out says otherwise
 
@@ -54,14 +54,13 @@ def add_submission_arguments(parser: argparse.ArgumentParser, config_example: st
     their file); `cluster.KEY=value` items are told apart by
     experiments.orchestration.cluster.split_overrides. `describe` says what an executor's
     jobs are to this command, so a new executor needs no edit here."""
-    default = "local"
     executor_help = "; ".join(f"{name}: {describe(executor)}"
-                              + (" (default)" if name == default else "")
+                              + (" (default)" if executor is DEFAULT else "")
                               for name, executor in EXECUTORS.items())
     parser.add_argument("items", nargs="*", metavar="key=value",
                         help=f"overrides of the base config ({config_example}), or of the "
                              f"cluster profile ({cluster_example})")
-    parser.add_argument("--executor", choices=tuple(EXECUTORS), default=default,
+    parser.add_argument("--executor", choices=tuple(EXECUTORS), default=DEFAULT.name,
                         help=executor_help)
     parser.add_argument("--cluster", default="local", metavar="PROFILE",
                         help="cluster profile: a name in slurm/profiles/ or a YAML path "

@@ -31,8 +31,10 @@ def cores() -> int:
 
 
 class Executor:
-    """Where jobs run. The defaults are those of an executor on this machine; a subclass
-    says where its own differ."""
+    """Where jobs run, and what submitting, tracking and waiting ask of it. A subclass sets
+    its name and help texts and overrides what differs from these defaults (a base
+    instance stands for a recorded executor this version does not know: tracking reads its
+    jobs from their files alone)."""
 
     name: ClassVar[str]
     sweep_help: ClassVar[str]  # what its sweep jobs are, for `sweep --help`
@@ -185,6 +187,7 @@ class DebugExecutor(Executor):
     in_process = True
 
 
-# In the order `--executor` lists them, the default first.
+# In the order `--executor` lists them.
 EXECUTORS: dict[str, Executor] = {ex.name: ex for ex in
                                   (LocalExecutor(), SlurmExecutor(), DebugExecutor())}
+DEFAULT = EXECUTORS["local"]  # what `--executor` and the demo use unless told otherwise

@@ -39,7 +39,7 @@ from optuna.trial import TrialState
 
 from experiments.distributed import job_id
 from experiments.orchestration.cluster import Requeueable
-from experiments.orchestration.executors import EXECUTORS, Executor
+from experiments.orchestration.executors import Executor
 from experiments.orchestration.study import (
     STUDY_FILE,
     StudySpec,
@@ -315,9 +315,8 @@ class StudyWorker(Requeueable):
             return run_trials(study, tracked, self.spec.trials, reap)
 
 
-def launch(spec: StudySpec, out: str | Path, executor: Executor = EXECUTORS["local"],
-           cluster: str = "local", workers: int = 1,
-           profile_overrides: Mapping[str, Any] | None = None
+def launch(spec: StudySpec, out: str | Path, executor: Executor, cluster: str = "local",
+           workers: int = 1, profile_overrides: Mapping[str, Any] | None = None
            ) -> tuple[optuna.Study, str, list]:
     """Create (or resume) the study, record it in <out>/study.yaml and start `workers`
     workers (a SLURM array, local processes, or in-process for debug); returns the study,

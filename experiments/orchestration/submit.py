@@ -28,7 +28,7 @@ from experiments.config import RunConfig
 from experiments.identity import migrate
 from experiments.locks import folder_lock
 from experiments.orchestration.cluster import Profile, Requeueable
-from experiments.orchestration.executors import EXECUTORS, Executor
+from experiments.orchestration.executors import Executor
 from experiments.orchestration.sweeps import Point, Sweep
 from experiments.orchestration.tracking import add_submission, relative, run_states
 from experiments.packing import packs
@@ -100,8 +100,8 @@ def plan(sweep: Sweep, folder: Path, rerun_failed: bool = False
 
 
 def submit(sweep: Sweep, points: list[Point], folder: Path, profile: Profile, *,
-           executor: Executor = EXECUTORS["local"], runs_per_job: int | None = None,
-           pack_seeds: int = 1, profile_overrides: dict | None = None) -> dict:
+           executor: Executor, runs_per_job: int | None = None, pack_seeds: int = 1,
+           profile_overrides: dict | None = None) -> dict:
     """Submit `points` (as one array on SLURM) and record the submission in the sweep
     folder's manifest; returns the submission entry. An in-process executor (debug) trains
     them here, in this process, after the manifest is written.
