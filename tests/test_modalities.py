@@ -438,7 +438,7 @@ def test_video_trains_from_the_cli(video_folder, tmp_path):
 
 
 def test_video_maps_are_drawn_as_frames_side_by_side():
-    from analysis.attention import layout
+    from analysis.report.attention import layout
     from perceiver_core.position import grid_positions
 
     lay = layout(grid_positions((3, 2, 4)), (3, 2, 4))

@@ -8,7 +8,7 @@ from experiments.commands import Command, add_results_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from analysis.verdicts import DEFAULT_DELTA
+    from analysis.verdicts.summary import DEFAULT_DELTA
 
     add_results_dir(parser)
     parser.add_argument("--metric", metavar="KEY",
@@ -35,17 +35,11 @@ def run(args: argparse.Namespace) -> int:
 
     import matplotlib
     matplotlib.use("Agg")
-    from analysis import verdicts as V
     from analysis.accounting import judgeable
-    from analysis.figures import forest_figure
-    from analysis.report import (
-        load_studies,
-        save_plots,
-        verdicts_json,
-        verdicts_markdown,
-        write_verdicts,
-    )
-    from analysis.results import load_results
+    from analysis.report.figures import forest_figure, save_plots
+    from analysis.report.index import verdicts_json, verdicts_markdown, write_verdicts
+    from analysis.results import load_results, load_studies
+    from analysis.verdicts import summary as V
     from perceiver_core.config import ConfigError
 
     folder = Path(args.results_dir)
