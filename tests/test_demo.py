@@ -15,6 +15,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 from analysis.commands import demo as D  # noqa: E402
+from experiments.orchestration.executors import EXECUTORS  # noqa: E402
 from experiments.orchestration.follow import balanced, train_here  # noqa: E402
 from experiments.orchestration.sweeps import load_sweep  # noqa: E402
 from experiments.records import read_json  # noqa: E402
@@ -80,7 +81,7 @@ def tiny_sweep(tmp_path, tiny_fashion_mnist) -> Path:
 def test_demo_end_to_end_on_a_tiny_sweep(tiny_sweep, tmp_path):
     out = tmp_path / "demo"
     lines: list[str] = []
-    demo = D.run_demo(out, sweep=tiny_sweep, executor="debug", images=1, latents=8,
+    demo = D.run_demo(out, sweep=tiny_sweep, executor=EXECUTORS["debug"], images=1, latents=8,
                       poll_s=0.1, log=lines.append)
     assert demo.index == out / "index.md" and demo.failed == []
     runs = {p.name: read_json(p / "result.json") for p in (out / "runs").iterdir()
@@ -110,7 +111,7 @@ def test_demo_end_to_end_on_a_tiny_sweep(tiny_sweep, tmp_path):
     stamps = {run_id: (out / "runs" / run_id / "result.json").stat().st_mtime_ns
               for run_id in runs}
     again: list[str] = []
-    train_here(load_sweep(tiny_sweep), out / "runs", "debug", 0.1, again.append)
+    train_here(load_sweep(tiny_sweep), out / "runs", EXECUTORS["debug"], 0.1, again.append)
     assert "3 completed; 0 to train" in again[0]
     assert stamps == {run_id: (out / "runs" / run_id / "result.json").stat().st_mtime_ns
                       for run_id in runs}
@@ -118,4 +119,4 @@ def test_demo_end_to_end_on_a_tiny_sweep(tiny_sweep, tmp_path):
 
 def test_demo_runs_only_on_this_machine(tmp_path):
     with pytest.raises(ConfigError, match="local or debug"):
-        D.run_demo(tmp_path, executor="slurm")
+        D.run_demo(tmp_path, executor=EXECUTORS["slurm"])

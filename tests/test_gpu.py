@@ -493,11 +493,13 @@ def test_compile_cache_is_node_local_and_configurable(monkeypatch, tmp_path):
 
 
 def sbatch_lines(**profile_overrides) -> list[str]:
-    from experiments.orchestration.cluster import load_profile, make_executor
+    from experiments.orchestration.cluster import load_profile
+    from experiments.orchestration.executors import EXECUTORS
 
     if not shutil.which("srun"):
         skip_or_fail("SLURM's client commands are not installed: `apt-get install slurm-wlm`")
-    executor = make_executor(load_profile("gpu-example"), "/tmp/unused", **profile_overrides)
+    profile = load_profile("gpu-example").with_overrides(profile_overrides)
+    executor = EXECUTORS["slurm"].make(profile, "/tmp/unused")
     script = executor._executor._make_submission_file_text("true", "uid")
     return [line for line in script.splitlines() if line.startswith("#SBATCH")]
 

@@ -3,7 +3,8 @@ imports nothing of the project, `experiments` nothing of `analysis`, training an
 of the orchestration, `analysis` only the run records, the config vocabulary and
 experiments.readback, and no module imports a command. Inside analysis the report draws
 what the verdicts judge of what results.py reads, never the reverse, and no modules import
-each other in a circle (the config, for one, imports nothing of the data sets that read it).
+each other in a circle (the config, for one, imports nothing of the data sets that read it). Only
+experiments/orchestration/executors.py names the executors.
 
 Imports inside functions count as much as those at the top.
 """
@@ -228,3 +229,40 @@ def test_the_circle_finder_sees_every_circle():
 @pytest.mark.parametrize("package", PACKAGES)
 def test_no_modules_import_each_other_in_a_circle(package):
     assert circles(import_graph(package)) == []
+
+
+# A new executor is one class in experiments/orchestration/executors.py (docs/design.md,
+# "Where a change goes"): every other module asks an executor object, none compares a value
+# with an executor's name or lists the names (argparse's choices come from EXECUTORS).
+EXECUTORS_MODULE = "experiments.orchestration.executors"
+EXECUTOR_NAMES = {"local", "slurm", "debug"}
+
+
+def names_executors(node: ast.AST) -> bool:
+    """A comparison with an executor's name, or a literal listing two or more of them."""
+    def named(nodes) -> list[str]:
+        return [n.value for n in nodes
+                if isinstance(n, ast.Constant) and n.value in EXECUTOR_NAMES]
+    if isinstance(node, ast.Compare):
+        return bool(named([node.left, *node.comparators]))
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return len(named(node.elts)) >= 2
+    if isinstance(node, ast.Dict):
+        return len(named(node.keys)) >= 2
+    return False
+
+
+def test_executor_names_are_only_compared_in_the_executors_module():
+    from experiments.orchestration.executors import EXECUTORS
+
+    assert set(EXECUTORS) == EXECUTOR_NAMES  # the rule below knows every executor
+    assert names_executors(ast.parse('executor == "slurm"').body[0].value)
+    assert names_executors(ast.parse('("local", "debug")').body[0].value)
+    assert not names_executors(ast.parse('load_profile("local")').body[0].value)
+
+
+@pytest.mark.parametrize("module", [m for m in cases("*") if m != EXECUTORS_MODULE])
+def test_only_the_executors_module_names_executors(module):
+    found = [node.lineno for node in ast.walk(ast.parse(MODULES[module].read_text()))
+             if names_executors(node)]
+    assert not found, f"{module} compares or lists executor names at line(s) {found}"

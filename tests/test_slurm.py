@@ -13,7 +13,8 @@ import cloudpickle
 import pytest
 import submitit
 
-from experiments.orchestration.cluster import Profile, load_profile, make_executor
+from experiments.orchestration.cluster import Profile, load_profile
+from experiments.orchestration.executors import EXECUTORS
 from perceiver_core.config import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,7 +66,7 @@ class CountAttempts(submitit.helpers.Checkpointable):
 
 @pytest.mark.slurm
 def test_array_of_four_runs_as_slurm_jobs(tmp_path):
-    executor = make_executor(load_profile("local"), tmp_path / "%j", name="array-test")
+    executor = EXECUTORS["slurm"].make(load_profile("local"), tmp_path / "%j", name="array-test")
     jobs = executor.map_array(square_in_slurm, range(4))
     results = wait_for(jobs)
 
@@ -81,7 +82,8 @@ def test_array_of_four_runs_as_slurm_jobs(tmp_path):
 
 @pytest.mark.slurm
 def test_preempted_checkpointable_job_is_requeued_and_resumes(tmp_path):
-    executor = make_executor(load_profile("local"), tmp_path / "%j", name="requeue-test")
+    executor = EXECUTORS["slurm"].make(load_profile("local"), tmp_path / "%j",
+                                       name="requeue-test")
     job = executor.submit(CountAttempts(tmp_path))
     first = tmp_path / "attempt-1"
     deadline = time.time() + 30
@@ -99,7 +101,8 @@ def test_preempted_checkpointable_job_is_requeued_and_resumes(tmp_path):
 
 @pytest.mark.slurm
 def test_profile_becomes_sbatch_flags(tmp_path):
-    executor = make_executor(load_profile("gpu-example"), tmp_path, name="gpu", timeout_min=30)
+    gpu = load_profile("gpu-example").with_overrides({"timeout_min": 30})
+    executor = EXECUTORS["slurm"].make(gpu, tmp_path, name="gpu")
     script = executor._executor._make_submission_file_text("true", "uid")
     for flag in ("--partition=gpu", "--gpus-per-node=8", "--ntasks-per-node=8",
                  "--cpus-per-task=10", "--mem=480GB", "--time=30", "--constraint=volta32gb",
@@ -108,7 +111,7 @@ def test_profile_becomes_sbatch_flags(tmp_path):
     assert "#SBATCH --account" not in script and "#SBATCH --qos" not in script
     assert "\nmodule load cuda/12.1\n" in script
     assert executor._executor.max_num_timeout == 10
-    local = make_executor(load_profile("local"), tmp_path, executor="slurm")
+    local = EXECUTORS["slurm"].make(load_profile("local"), tmp_path)
     assert "--gpus-per-node" not in local._executor._make_submission_file_text("true", "uid")
 
 
@@ -138,23 +141,23 @@ def test_bad_profile_is_a_config_error(tmp_path, text, match):
     assert str(path) in str(error.value)
 
 
-def test_make_executor_rejects_bad_input_before_submitting(tmp_path):
+def test_bad_profile_or_override_is_rejected_before_submitting(tmp_path):
     with pytest.raises(ConfigError, match="unknown cluster profile 'nope'; available: .*local"):
         load_profile("nope")
     local = load_profile("local")
     with pytest.raises(ConfigError, match="unknown cluster profile key"):
-        make_executor(local, tmp_path, timeout=5)
-    with pytest.raises(ConfigError, match="timeout_min=0 must be >= 1"):
-        make_executor(local, tmp_path, timeout_min=0)
-    with pytest.raises(ConfigError, match="executor 'cloud' is not one of slurm, local, debug"):
-        make_executor(local, tmp_path, executor="cloud")
+        local.with_overrides({"timeout": 5})
+    with pytest.raises(ConfigError, match="'local' override: .*timeout_min=0 must be >= 1"):
+        local.with_overrides({"timeout_min": 0})
+    shorter = local.with_overrides({"timeout_min": 5})
+    assert (shorter.name, shorter.timeout_min, shorter.partition) == ("local", 5, "debug")
     absent = Profile(name="x", slurm_conf=str(tmp_path / "slurm.conf"))
     with pytest.raises(ConfigError, match="does not exist; .*local-cluster.sh start"):
-        make_executor(absent, tmp_path)
+        EXECUTORS["slurm"].make(absent, tmp_path)
 
 
 def test_debug_executor_runs_in_process(tmp_path):
-    executor = make_executor(load_profile("gpu-example"), tmp_path, executor="debug")
+    executor = EXECUTORS["debug"].make(load_profile("gpu-example"), tmp_path)
     assert executor.submit(pow, 2, 10).result() == 1024
 
 

@@ -38,6 +38,7 @@ from experiments.cli import main
 from experiments.config import RunConfig
 from experiments.orchestration import study as S
 from experiments.orchestration import study_workers as W
+from experiments.orchestration.executors import EXECUTORS
 from experiments.orchestration.tracking import read_manifest, run_states
 from experiments.records import RESULT, pid_alive, read_json
 from experiments.train import train_run
@@ -96,7 +97,7 @@ def chaos(spec, out: Path, disk: Path, jobs: list, duration_s: float, every_s: f
         time.sleep(every_s)
         if not any(what == "worker" for what, _ in live_victims(out, jobs)) and \
                 S.tally(S.load_recorded(out))["finished"] < spec.trials:
-            jobs += W.launch(spec, out, executor="local", workers=2)[2]
+            jobs += W.launch(spec, out, executor=EXECUTORS["local"], workers=2)[2]
             launches += 1
         if not filled and time.time() - start > duration_s / 2:
             filler = fill(disk, 0)
@@ -139,7 +140,7 @@ def soak(tmp_path: Path, disk: Path, data_root: Path, trials: int, chaos_s: floa
     started = time.time()
     submitting = subprocess.Popen(sweep_command(sweep, out), env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    study, _, jobs = W.launch(spec, out, executor="local", workers=2)
+    study, _, jobs = W.launch(spec, out, executor=EXECUTORS["local"], workers=2)
     wait_until(lambda: study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)), 60,
                "the first trial")
     try:
@@ -154,7 +155,7 @@ def soak(tmp_path: Path, disk: Path, data_root: Path, trials: int, chaos_s: floa
     # Recovery: the same commands again, as after a crash.
     rerun = subprocess.Popen(sweep_command(sweep, out, "--wait", "--rerun-failed"), env=env,
                              text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    study, _, jobs = W.launch(spec, out, executor="local", workers=2)
+    study, _, jobs = W.launch(spec, out, executor=EXECUTORS["local"], workers=2)
     try:
         wait_until(lambda: all(j.done() for j in jobs), 300, "the study to finish")
     finally:

@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 from experiments.cli import main
 from experiments.orchestration import study as S
 from experiments.orchestration import study_workers as W
+from experiments.orchestration.executors import EXECUTORS
 from experiments.records import CHECKPOINT, read_json
 from perceiver_core.config import ConfigError
 
@@ -351,7 +352,7 @@ def test_killed_worker_leaves_a_failed_trial_and_the_study_completes(tmp_path, t
     spec = S.load_study(write_study(tmp_path, tiny_fashion_mnist, trials=trials,
                                     stale_after_s=600))
     out = tmp_path / "out"
-    study, _, jobs = W.launch(spec, out, executor="local", workers=2)
+    study, _, jobs = W.launch(spec, out, executor=EXECUTORS["local"], workers=2)
 
     victim = signal_mid_trial(study, signal.SIGKILL)
     killed_at = time.time()
@@ -382,7 +383,7 @@ def test_preempted_worker_requeues_and_retries_its_trial(tmp_path, tiny_fashion_
     its checkpoint."""
     spec = S.load_study(write_study(tmp_path, tiny_fashion_mnist, trials=1))
     out = tmp_path / "out"
-    study, _, jobs = W.launch(spec, out, executor="local", workers=2)
+    study, _, jobs = W.launch(spec, out, executor=EXECUTORS["local"], workers=2)
 
     victim = signal_mid_trial(study, signal.SIGUSR2)
     wait_until(lambda: all(j.done() for j in jobs), 120, "the workers to finish the study")
@@ -501,7 +502,7 @@ def test_two_workers_on_postgresql_finish_the_study_despite_a_killed_one(
     out = tmp_path / "out"
     with_password = postgres_url.replace("postgres@", "postgres:secret@")  # trust: ignored
     spec = S.load_study(path, storage=with_password)
-    study, _, jobs = W.launch(spec, out, executor="local", workers=2)
+    study, _, jobs = W.launch(spec, out, executor=EXECUTORS["local"], workers=2)
     victim = signal_mid_trial(study, signal.SIGKILL)
     wait_until(lambda: S.tally(study)["finished"] >= trials and all(j.done() for j in jobs),
                120, "the surviving worker to finish the study")

@@ -14,9 +14,16 @@ import yaml
 
 from experiments.cli import main
 from experiments.config import ConfigError, load_config
-from experiments.orchestration.submit import local_layout
+from experiments.orchestration import executors
+from experiments.orchestration.cluster import load_profile
+from experiments.orchestration.executors import EXECUTORS
 from experiments.orchestration.sweeps import SWEEP_DIR, load_sweep
-from experiments.orchestration.tracking import add_submission, read_manifest, run_states
+from experiments.orchestration.tracking import (
+    add_submission,
+    job_outcome,
+    read_manifest,
+    run_states,
+)
 from experiments.records import METRICS, RESULT, read_json, read_jsonl, write_json, write_yaml
 
 # A model small enough that a run (load data, count FLOPs, 20 steps, test on 10,000
@@ -182,12 +189,26 @@ def test_dry_run_prints_params_flops_and_compute_and_writes_nothing(tmp_path, ca
     assert "2 runs" in text and "nothing submitted" in text
 
 
-def test_local_executor_spreads_runs_over_cores():
-    assert local_layout(4, None, available=2) == (2, 1)  # 2 jobs at once, 1 thread each
-    assert local_layout(5, None, available=2) == (3, 1)
-    assert local_layout(1, None, available=2) == (1, 2)  # one run gets both cores
-    assert local_layout(6, 1, available=2) == (1, 1)  # --runs-per-job 1: 6 jobs at once
-    assert local_layout(3, 3, available=4) == (3, 4)
+def test_local_executor_spreads_runs_over_cores(monkeypatch):
+    local, slurm, debug = EXECUTORS.values()  # --executor's choices, the default first
+    assert (local.name, slurm.name, debug.name) == ("local", "slurm", "debug")
+    profile = load_profile("local").with_overrides({"cpus_per_task": 3})
+    monkeypatch.setattr(executors, "cores", lambda: 2)
+    assert local.layout(4, None, profile) == (2, 1)  # 2 jobs at once, 1 thread each
+    assert local.layout(5, None, profile) == (3, 1)
+    assert local.layout(1, None, profile) == (1, 2)  # one run gets both cores
+    assert local.layout(6, 1, profile) == (1, 1)  # --runs-per-job 1: 6 jobs at once
+    assert local.threads(profile, 3) == 1  # a study's 3 workers on 2 cores
+    monkeypatch.setattr(executors, "cores", lambda: 4)
+    assert local.layout(3, 3, profile) == (3, 4)
+    # SLURM: one run per array task unless asked, each with the CPUs its task asked for;
+    # debug: this process's own thread setting.
+    assert slurm.layout(5, None, profile) == (1, 3) and slurm.layout(5, 2, profile) == (2, 3)
+    assert debug.layout(5, None, profile) == (1, None)
+    # A SLURM array may be large: one log folder per job; local jobs share one.
+    folder = Path("sweep")
+    assert (local.logs(folder), slurm.logs(folder), debug.logs(folder)) == \
+        (folder / "submitit", folder / "submitit" / "%j", folder / "submitit")
 
 
 # -- run states from records and submitit files, never sacct ---------------------------------
@@ -270,6 +291,20 @@ def test_states_come_from_records_manifest_heartbeat_and_job_files(tmp_path, cap
     assert f"  lost: {folder / 'submitit' / str(dead.pid) / f'{dead.pid}_0_log.err'}  " \
            "[job process gone without a result]" in interrupted
     assert f"  trained: {folder / 'trained' / RESULT}  [ValueError: y]" in failed
+
+
+def test_only_a_local_job_is_known_lost_by_its_pid(tmp_path):
+    """A local job whose controller process is gone is lost; a job of another executor, or
+    of one this version does not know (a later version's record), only by its files."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    start = "submitit INFO (2026-01-01 10:00:00,000) - Starting with JobEnvironment(job_id=1)\n"
+    job = fake_job(tmp_path, str(dead.pid), ["run"], out=start)
+    outcomes = {executor: job_outcome(job, {"executor": executor, "host": socket.gethostname()},
+                                      tmp_path) for executor in ("local", "slurm", "cloud")}
+    assert outcomes == {"local": "lost", "slurm": "started", "cloud": "started"}
+    elsewhere = {"executor": "local", "host": f"not-{socket.gethostname()}"}
+    assert job_outcome(job, elsewhere, tmp_path) == "started"
 
 
 def test_status_of_a_folder_without_runs_is_a_clean_error(tmp_path, capsys):

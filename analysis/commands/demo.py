@@ -23,10 +23,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from experiments.commands import Command
+from experiments.commands import RESULTS, Command
+from experiments.orchestration.executors import DEFAULT, EXECUTORS, Executor
 
 DEMO_SWEEP = "demo"  # experiments/sweeps/demo.yaml
-DEFAULT_OUT = Path("results") / "demo"
+DEFAULT_OUT = RESULTS / "demo"
 RUNS = "runs"
 POLL_S = 5.0
 
@@ -38,11 +39,11 @@ class Demo(NamedTuple):
 
 
 def run_demo(out_dir: str | Path = DEFAULT_OUT, sweep: str | Path = DEMO_SWEEP,
-             overrides: Mapping | Sequence[str] = (), executor: str = "local",
+             overrides: Mapping | Sequence[str] = (), executor: Executor = DEFAULT,
              images: int = 3, latents: int = 64, poll_s: float = POLL_S,
              log: Callable[[str], None] | None = None) -> Demo:
     """Sweep, report, attention maps of the best run. `sweep`, `overrides` (of its base
-    config) and `executor` (local | debug) shrink it for tests."""
+    config) and `executor` (one that runs here: local, debug) shrink it for tests."""
     from analysis.demo import conclude
     from experiments.formatting import duration
     from experiments.orchestration.follow import train_here
@@ -51,9 +52,10 @@ def run_demo(out_dir: str | Path = DEFAULT_OUT, sweep: str | Path = DEMO_SWEEP,
     from perceiver_core.config import ConfigError
 
     log = log or (lambda text: print(text, flush=True))
-    if executor not in ("local", "debug"):
-        raise ConfigError(f"the demo runs on this machine: executor {executor!r} is not "
-                          "local or debug (use `perceiver-ablate sweep --executor slurm`)")
+    if not executor.runs_here:
+        here = " or ".join(name for name, ex in EXECUTORS.items() if ex.runs_here)
+        raise ConfigError(f"the demo runs on this machine: executor {executor.name!r} is not "
+                          f"{here} (use `perceiver-ablate sweep --executor {executor.name}`)")
     start = time.time()
     out = Path(out_dir)
     spec = load_sweep(sweep, overrides)

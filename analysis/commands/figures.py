@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from experiments.commands import Command
+from experiments.commands import Command, add_results_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results_dir", metavar="RESULTS_DIR",
-                        help="a sweep or study folder (results/<name>/ holding run folders)")
+    add_results_dir(parser)
     parser.add_argument("--out", metavar="DIR",
                         help="where to write figures, tables and index.md "
                              "(default: RESULTS_DIR/figures)")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from experiments.commands import Command
+from experiments.commands import Command, add_results_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from analysis.verdicts.summary import DEFAULT_DELTA
 
-    parser.add_argument("results_dir", metavar="RESULTS_DIR",
-                        help="a sweep or study folder (results/<name>/ holding run folders)")
+    add_results_dir(parser)
     parser.add_argument("--metric", metavar="KEY",
                         help="result column to judge, e.g. final.test_acc (default), "
                              "final.val_acc, best.val_acc; fractions are shown in points")

@@ -7,6 +7,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+from experiments.orchestration.executors import DEFAULT, EXECUTORS, Executor
+
+RESULTS = Path("results")  # where commands put their folders unless --out says otherwise
 
 
 @dataclass(frozen=True)
@@ -43,3 +48,39 @@ def config_from_args(args: argparse.Namespace):
     cfg = load_config(path, items, preset=getattr(args, "preset", None))
     check_config(cfg)
     return cfg, path
+
+
+def add_submission_arguments(parser: argparse.ArgumentParser, config_example: str,
+                             cluster_example: str, describe: Callable[[Executor], str]
+                             ) -> None:
+    """[key=value ...] --executor NAME --cluster PROFILE, shared by sweep and study (after
+    their file); `cluster.KEY=value` items are told apart by
+    experiments.orchestration.cluster.split_overrides. `describe` says what an executor's
+    jobs are to this command, so a new executor needs no edit here."""
+    executor_help = "; ".join(f"{name}: {describe(executor)}"
+                              + (" (default)" if executor is DEFAULT else "")
+                              for name, executor in EXECUTORS.items())
+    parser.add_argument("items", nargs="*", metavar="key=value",
+                        help=f"overrides of the base config ({config_example}), or of the "
+                             f"cluster profile ({cluster_example})")
+    parser.add_argument("--executor", choices=tuple(EXECUTORS), default=DEFAULT.name,
+                        help=executor_help)
+    parser.add_argument("--cluster", default="local", metavar="PROFILE",
+                        help="cluster profile: a name in slurm/profiles/ or a YAML path "
+                             "(default: local)")
+
+
+def add_results_out(parser: argparse.ArgumentParser, default: str) -> None:
+    """--out, the results folder of a sweep or study (`results_folder`)."""
+    parser.add_argument("--out", help=f"results folder (default: {RESULTS}/{default})")
+
+
+def results_folder(args: argparse.Namespace, name: str) -> Path:
+    """--out, or results/NAME."""
+    return Path(args.out) if args.out else RESULTS / name
+
+
+def add_results_dir(parser: argparse.ArgumentParser) -> None:
+    """RESULTS_DIR, the folder a report reads."""
+    parser.add_argument("results_dir", metavar="RESULTS_DIR",
+                        help="a sweep or study folder (results/<name>/ holding run folders)")

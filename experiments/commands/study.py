@@ -11,24 +11,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.commands import Command
+from experiments.commands import (
+    Command,
+    add_results_out,
+    add_submission_arguments,
+    results_folder,
+)
+from experiments.orchestration.executors import EXECUTORS
 
-RESULTS = Path("results")
 POLL_S = 2.0
 
 
 def add_arguments(parser):
     parser.add_argument("study", metavar="STUDY.yaml",
                         help="a study file (see experiments/studies/)")
-    parser.add_argument("items", nargs="*", metavar="key=value",
-                        help="overrides of the base config (train.max_steps=10), or of the "
-                             "cluster profile (cluster.timeout_min=120)")
-    parser.add_argument("--executor", choices=("local", "slurm", "debug"), default="local",
-                        help="local: worker processes on this machine (default); slurm: a job "
-                             "array of workers; debug: in this process, one after another")
-    parser.add_argument("--cluster", default="local", metavar="PROFILE",
-                        help="cluster profile: a name in slurm/profiles/ or a YAML path "
-                             "(default: local)")
+    add_submission_arguments(parser, "train.max_steps=10", "cluster.timeout_min=120",
+                             lambda executor: executor.study_help)
     parser.add_argument("--workers", type=int, default=1, metavar="K",
                         help="workers sharing the study (default: 1)")
     parser.add_argument("--trials", type=int, metavar="T",
@@ -36,19 +34,10 @@ def add_arguments(parser):
     parser.add_argument("--storage", metavar="URL",
                         help="an RDB URL (postgresql+psycopg2://user@host/db) or a journal "
                              "file path (default: <out>/study.journal)")
-    parser.add_argument("--out", help="results folder (default: results/<study file stem>)")
+    add_results_out(parser, "<study file stem>")
     parser.add_argument("--wait", action="store_true",
                         help="block until the study is finished or its workers ended, then "
                              "print its trials")
-
-
-def ended(job) -> bool:
-    """A worker that returned, raised or died, without asking SLURM's accounting (sacct),
-    which many clusters and the local one lack: a local job's process has exited, a SLURM
-    job wrote its result file."""
-    from submitit.local.local import LocalJob
-
-    return job.done() if isinstance(job, LocalJob) else job.paths.result_pickle.exists()
 
 
 def run(args) -> int:
@@ -57,7 +46,7 @@ def run(args) -> int:
 
     overrides, cluster_overrides = split_overrides(args.items)
     spec = load_study(args.study, overrides, trials=args.trials, storage=args.storage)
-    out = Path(args.out) if args.out else RESULTS / Path(args.study).stem
+    out = results_folder(args, Path(args.study).stem)
     study = start(spec, out, args, cluster_overrides)
     if study is None:
         return 0
@@ -66,26 +55,28 @@ def run(args) -> int:
 
 
 def start(spec, out: Path, args, cluster_overrides: dict):
-    """Launch the workers; with --wait or --executor debug, return the study once it is
-    finished or its workers ended, else None. (The jobs stay inside this function: `run`'s
-    frame outlives the call, kept by the traceback of an optional import that failed in
-    it, and a submitit job still alive at interpreter exit prints errors from __del__.)"""
+    """Launch the workers; with --wait or an in-process executor (debug), return the study
+    once it is finished or its workers ended, else None. (The jobs stay inside this
+    function: `run`'s frame outlives the call, kept by the traceback of an optional import
+    that failed in it, and a submitit job still alive at interpreter exit prints errors
+    from __del__.)"""
     from experiments.orchestration.follow import wait_until
     from experiments.orchestration.study import public_url, tally
     from experiments.orchestration.study_workers import launch
 
-    study, url, jobs = launch(spec, out, executor=args.executor, cluster=args.cluster,
+    executor = EXECUTORS[args.executor]
+    study, url, jobs = launch(spec, out, executor=executor, cluster=args.cluster,
                               workers=args.workers, profile_overrides=cluster_overrides)
     print(f"study {spec.name}: {spec.trials} trials wanted, {args.workers} {args.executor} "
           f"worker(s) ({', '.join(str(j.job_id) for j in jobs)}) on {public_url(url)}")
     print(f"follow it with: perceiver-ablate status {out}")
     print(f"or in a browser: optuna-dashboard {public_url(url)}")
-    if args.executor == "debug":
+    if executor.in_process:
         for job in jobs:
             job.result()
     elif args.wait:
         wait_until(lambda: tally(study)["finished"] >= spec.trials
-                   or all(ended(j) for j in jobs), POLL_S)
+                   or all(executor.ended(j) for j in jobs), POLL_S)
     else:
         return None
     return study

@@ -9,25 +9,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.commands import Command
-
-RESULTS = Path("results")
+from experiments.commands import (
+    Command,
+    add_results_out,
+    add_submission_arguments,
+    results_folder,
+)
+from experiments.orchestration.executors import EXECUTORS
 
 
 def add_arguments(parser):
     parser.add_argument("sweep", metavar="SWEEP.yaml",
                         help="a sweep file, or the name of a shipped one (fig5-latents, "
                              "paper-imagenet/fig5-latents; see experiments/sweeps/)")
-    parser.add_argument("items", nargs="*", metavar="key=value",
-                        help="overrides of the base config (model.num_latents=64), or of the "
-                             "cluster profile (cluster.tasks_per_node=2)")
-    parser.add_argument("--executor", choices=("local", "slurm", "debug"), default="local",
-                        help="local: subprocesses on this machine (default); slurm: job "
-                             "arrays; debug: in this process, for breakpoints")
-    parser.add_argument("--cluster", default="local", metavar="PROFILE",
-                        help="cluster profile: a name in slurm/profiles/ or a YAML path "
-                             "(default: local)")
-    parser.add_argument("--out", help="results folder (default: results/<sweep name>)")
+    add_submission_arguments(parser, "model.num_latents=64", "cluster.tasks_per_node=2",
+                             lambda executor: executor.sweep_help)
+    add_results_out(parser, "<sweep name>")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the runs with params, FLOPs and compute; submit nothing")
     parser.add_argument("--pilot", metavar="RESULTS_DIR",
@@ -140,13 +137,14 @@ def check_adaptive(args) -> None:
     higher_is_better(args.metric)
 
 
-def until_resolved(args, sweep, folder: Path, profile, cluster_overrides: dict) -> int:
+def until_resolved(args, sweep, folder: Path, profile, executor,
+                   cluster_overrides: dict) -> int:
     """Rounds of seeds until every comparison is decided (experiments/orchestration/
     adaptive.py); 1 when a run failed."""
     from experiments.orchestration.adaptive import Settings, run_until_resolved, summary
 
     settings = Settings(args.metric, args.delta, args.max_seeds, args.round)
-    state = run_until_resolved(sweep, folder, settings, profile, executor=args.executor,
+    state = run_until_resolved(sweep, folder, settings, profile, executor=executor,
                                runs_per_job=args.runs_per_job, pack_seeds=args.pack_seeds,
                                profile_overrides=cluster_overrides,
                                log=lambda text: print(text, flush=True))
@@ -186,9 +184,10 @@ def run(args) -> int:
         raise ConfigError("--runs-per-job and --pack-seeds both set what a job trains: with "
                           "--pack-seeds each job trains whole packs; drop --runs-per-job")
     profile = load_profile(args.cluster)
-    folder = Path(args.out) if args.out else RESULTS / sweep.name
+    executor = EXECUTORS[args.executor]
+    folder = results_folder(args, sweep.name)
     if args.until_resolved:
-        return until_resolved(args, sweep, folder, profile, cluster_overrides)
+        return until_resolved(args, sweep, folder, profile, executor, cluster_overrides)
     todo, kept = plan(sweep, folder, args.rerun_failed)
     for state, points in sorted(kept.items()):
         hint = " (--rerun-failed resubmits them)" if state == "failed" else ""
@@ -197,7 +196,7 @@ def run(args) -> int:
         print(f"nothing to submit: every run of {sweep.path} in {folder} is finished, queued, "
               "running or failed")
     else:
-        entry = submit(sweep, todo, folder, profile, executor=args.executor,
+        entry = submit(sweep, todo, folder, profile, executor=executor,
                        runs_per_job=args.runs_per_job, pack_seeds=args.pack_seeds,
                        profile_overrides=cluster_overrides)
         jobs = entry["jobs"]
@@ -206,7 +205,7 @@ def run(args) -> int:
             print(f"{len(todo) - submitted} run(s) were submitted by another command into "
                   f"{folder} meanwhile, not submitted again")
         packed = (f", seeds packed by up to {args.pack_seeds}" if args.pack_seeds > 1 else "")
-        print(f"submitted {submitted} run(s) of {sweep.path} as {len(jobs)} {args.executor} "
+        print(f"submitted {submitted} run(s) of {sweep.path} as {len(jobs)} {executor.name} "
               f"job(s) (up to {entry['runs_per_job']} run(s) per job{packed}, "
               f"{entry['threads'] or 'default'} thread(s) each) at {entry['submitted_at']}:")
         for job in jobs:

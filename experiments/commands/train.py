@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from experiments.commands import Command, add_config_arguments, config_from_args
+from experiments.commands import RESULTS, Command, add_config_arguments, config_from_args
 
-DEFAULT_ROOT = Path("results") / "train"
+DEFAULT_ROOT = RESULTS / "train"
 
 
 def add_arguments(parser):

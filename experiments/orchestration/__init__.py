@@ -1,7 +1,8 @@
 """Everything between a sweep or study file and trained run folders.
 
     sweeps.py         a sweep file -> its points (one RunConfig each), validated
-    cluster.py        cluster profiles (slurm/profiles/) -> submitit executors; requeue hook
+    cluster.py        cluster profiles (slurm/profiles/) and their overrides; requeue hook
+    executors.py      local, slurm, debug: one class each, a profile -> a submitit executor
     submit.py         which points still need training, and submitting them as jobs
     tracking.py       a folder's manifest (sweep.json) and the state of each of its runs
     study.py          Optuna study files, storages and their trials

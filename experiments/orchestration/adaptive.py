@@ -31,6 +31,7 @@ from experiments import sequential
 from experiments.config import ConfigError, resolve
 from experiments.data import input_spec
 from experiments.orchestration.cluster import Profile
+from experiments.orchestration.executors import Executor
 from experiments.orchestration.follow import wait_for_runs
 from experiments.orchestration.submit import plan, submit
 from experiments.orchestration.sweeps import SEED_KEY, Point, Sweep
@@ -182,7 +183,7 @@ def chance(point: Point, metric: str) -> float | None:
 
 
 def run_until_resolved(sweep: Sweep, folder: Path, settings: Settings, profile: Profile, *,
-                       executor: str, runs_per_job: int | None, pack_seeds: int,
+                       executor: Executor, runs_per_job: int | None, pack_seeds: int,
                        profile_overrides: dict, log: Callable[[str], None],
                        poll_s: float = 1.0) -> dict[str, Any]:
     """Rounds until every comparison is decided or max_seeds is reached; returns the final
@@ -218,7 +219,7 @@ def run_until_resolved(sweep: Sweep, folder: Path, settings: Settings, profile: 
                            runs_per_job=runs_per_job, pack_seeds=pack_seeds,
                            profile_overrides=profile_overrides)
             log(f"round {round_no}: submitted {len(todo)} run(s) as {len(entry['jobs'])} "
-                f"{executor} job(s); follow them with: perceiver-ablate status {folder}")
+                f"{executor.name} job(s); follow them with: perceiver-ablate status {folder}")
         wait_for_runs(folder, ids, poll_s)
         values, missing, at_chance = collect(folder, current, settings.metric)
         if missing:

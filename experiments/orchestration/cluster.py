@@ -1,11 +1,13 @@
-"""Cluster profiles (`slurm/profiles/NAME.yaml`), the submitit executors they describe, and
-the base of the job callables they run (`Requeueable`).
+"""Cluster profiles (`slurm/profiles/NAME.yaml`), their `cluster.KEY=value` overrides, and
+the base of the job callables that run under them (`Requeueable`).
 
 A profile holds everything about *where* runs go (partition, GPUs, time limit, requeue
 budget, setup lines) so sweep and study specs only say *what* to run. The same profile
 drives `--executor slurm` on a real cluster, on the (one- or multi-node) cluster of
 `slurm/local-cluster.sh`, or is mostly ignored by `--executor local|debug`, which run on
-this machine. Bad profiles raise ConfigError before anything is submitted.
+this machine (each executor builds its submitit executor from a profile:
+experiments/orchestration/executors.py). Bad profiles raise ConfigError before anything is
+submitted.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import difflib
 import os
 import signal
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,6 @@ from perceiver_core.config import ConfigError, check_min
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
 # Where slurm/local-cluster.sh keeps its state unless PERCEIVER_SLURM_DIR says otherwise.
 LOCAL_CLUSTER_DIR = "/tmp/perceiver-slurm"
-EXECUTORS = ("slurm", "local", "debug")
 GPU_FLAGS = ("gpus-per-node", "gres")
 CLUSTER_PREFIX = "cluster."  # command-line items that override the cluster profile
 
@@ -94,6 +96,18 @@ class Profile:
             return {"slurm_gres": f"gpu:{count}"}
         return {"slurm_gpus_per_node": count}  # not submitit's gpus_per_node: an int only
 
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Profile:
+        """This profile with `overrides` (a command line's cluster.KEY=value items) in place
+        of its keys, validated like the file's."""
+        unknown = sorted(set(overrides) - set(PROFILE_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown cluster profile key(s) {unknown}; "
+                              f"valid keys are {', '.join(PROFILE_KEYS)}")
+        try:
+            return dataclasses.replace(self, **overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"cluster profile {self.name!r} override: {exc}") from None
+
     @property
     def ntasks_per_node(self) -> int:
         """tasks_per_node, or one task per GPU (FAIR launcher style), or 1 without GPUs."""
@@ -151,63 +165,6 @@ class Requeueable:
 
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
-
-
-def make_executor(profile: Profile, folder: str | Path, name: str = "perceiver",
-                  executor: str = "slurm", **overrides: Any):
-    """A submitit AutoExecutor for `profile`; `overrides` replace profile keys (validated).
-
-    Only `executor="slurm"` uses the resource requests; "local" (subprocesses here) and
-    "debug" (in this process) take the name, time limit and requeue budget. For "slurm", a
-    profile's slurm_conf is exported as SLURM_CONF in this process, so sbatch, scontrol and
-    the jobs themselves talk to that cluster; null leaves SLURM_CONF as it is.
-    """
-    import submitit
-
-    if executor not in EXECUTORS:
-        raise ConfigError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
-    unknown = sorted(set(overrides) - set(PROFILE_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown cluster profile key(s) {unknown}; "
-                          f"valid keys are {', '.join(PROFILE_KEYS)}")
-    try:
-        profile = dataclasses.replace(profile, **overrides)
-    except ConfigError as exc:
-        raise ConfigError(f"cluster profile {profile.name!r} override: {exc}") from None
-    if executor != "slurm":
-        ex = submitit.AutoExecutor(folder, cluster=executor,
-                                   local_max_num_timeout=profile.max_num_timeout)
-        ex.update_parameters(name=name, timeout_min=profile.timeout_min)
-        return ex
-    if profile.slurm_conf is not None:
-        if not Path(profile.slurm_conf).is_file():
-            raise ConfigError(
-                f"cluster profile {profile.name!r}: slurm_conf {profile.slurm_conf} does not "
-                "exist; for the local cluster run `slurm/local-cluster.sh start` first")
-        os.environ["SLURM_CONF"] = profile.slurm_conf
-    try:
-        ex = submitit.AutoExecutor(folder, cluster="slurm",
-                                   slurm_max_num_timeout=profile.max_num_timeout)
-    except RuntimeError:
-        raise ConfigError("--executor slurm needs SLURM's client commands (srun, sbatch) on "
-                          "PATH; install slurm-client or use --executor local") from None
-    ex.update_parameters(
-        name=name,
-        timeout_min=profile.timeout_min,
-        mem_gb=profile.mem_gb,
-        cpus_per_task=profile.cpus_per_task,
-        **profile.gpu_request(),
-        tasks_per_node=profile.ntasks_per_node,
-        nodes=profile.nodes,
-        slurm_partition=profile.partition,
-        slurm_constraint=profile.constraint,
-        slurm_account=profile.account,
-        slurm_qos=profile.qos,
-        slurm_array_parallelism=profile.array_parallelism,
-        slurm_signal_delay_s=profile.signal_delay_s,
-        slurm_setup=list(profile.setup) or None,
-    )
-    return ex
 
 
 def split_overrides(items: list[str]) -> tuple[dict, dict]:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from experiments.formatting import duration
+from experiments.orchestration.executors import Executor
 from experiments.orchestration.sweeps import Point, Sweep
 from experiments.orchestration.tracking import (
     ACTIVE,
@@ -103,9 +104,9 @@ def balanced(points: Sequence[Point]) -> list[Point]:
     return sorted(points, key=lambda p: (p.config.train.seed, p.index))
 
 
-def train_here(sweep: Sweep, folder: Path, executor: str, poll_s: float,
+def train_here(sweep: Sweep, folder: Path, executor: Executor, poll_s: float,
                log: Callable[[str], None]) -> None:
-    """Train a sweep on this machine (local or debug executor) and follow it to the end:
+    """Train a sweep on this machine (an executor that runs here) and follow it to the end:
     submit what is missing (failed runs again: they resume from their checkpoints), print
     a progress line as runs move, return once nothing of the sweep is busy."""
     from experiments.orchestration.cluster import load_profile
@@ -123,7 +124,7 @@ def train_here(sweep: Sweep, folder: Path, executor: str, poll_s: float,
         f"({reused or 'none finished yet'}; {len(todo)} to train)")
     if todo:
         entry = submit(sweep, balanced(todo), folder, load_profile("local"), executor=executor)
-        log(f"submitted {len(todo)} run(s) as {len(entry['jobs'])} {executor} job(s), "
+        log(f"submitted {len(todo)} run(s) as {len(entry['jobs'])} {executor.name} job(s), "
             f"{entry['runs_per_job']} run(s) each; `perceiver-ablate status {folder}` shows "
             "them too")
     wait_for_runs(folder, {p.run_id for p in sweep.points}, poll_s,

@@ -26,7 +26,6 @@ the worker's pid, which no longer exists.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import time
@@ -40,6 +39,7 @@ from optuna.trial import TrialState
 
 from experiments.distributed import job_id
 from experiments.orchestration.cluster import Requeueable
+from experiments.orchestration.executors import Executor
 from experiments.orchestration.study import (
     STUDY_FILE,
     StudySpec,
@@ -315,30 +315,29 @@ class StudyWorker(Requeueable):
             return run_trials(study, tracked, self.spec.trials, reap)
 
 
-def launch(spec: StudySpec, out: str | Path, executor: str = "local", cluster: str = "local",
+def launch(spec: StudySpec, out: str | Path, executor: Executor, cluster: str = "local",
            workers: int = 1, profile_overrides: Mapping[str, Any] | None = None
            ) -> tuple[optuna.Study, str, list]:
     """Create (or resume) the study, record it in <out>/study.yaml and start `workers`
     workers (a SLURM array, local processes, or in-process for debug); returns the study,
     its storage URL and the submitit jobs.
 
-    A profile with `nodes` > 1 places the workers on different nodes: they go out as one
-    SLURM job of that many nodes, workers/nodes tasks per node, each task a worker that
-    trains its trials alone (an array's jobs land wherever the scheduler packs them)."""
+    On an executor that spreads over nodes, a profile with `nodes` > 1 places the workers
+    on different nodes: they go out as one SLURM job of that many nodes, workers/nodes
+    tasks per node, each task a worker that trains its trials alone (an array's jobs land
+    wherever the scheduler packs them)."""
     from experiments.identity import migrate
     from experiments.locks import folder_lock
-    from experiments.orchestration.cluster import load_profile, make_executor
-    from experiments.orchestration.submit import cores
+    from experiments.orchestration.cluster import load_profile
 
     if workers < 1:
         raise ConfigError(f"--workers={workers} must be >= 1")
     out = Path(out).resolve()
     url = storage_url(spec, out)
-    profile = load_profile(cluster)
-    ex = make_executor(profile, out / "submitit" / "%j", name=f"study-{spec.name}",
-                       executor=executor, **(profile_overrides or {}))
-    effective = dataclasses.replace(profile, **(profile_overrides or {}))  # checked above
-    spread = executor == "slurm" and effective.nodes > 1
+    effective = load_profile(cluster).with_overrides(profile_overrides or {})
+    # One log folder per worker, whatever the executor: a study has few.
+    ex = executor.make(effective, out / "submitit" / "%j", name=f"study-{spec.name}")
+    spread = executor.spreads_over_nodes and effective.nodes > 1
     if spread and workers % effective.nodes:
         raise ConfigError(f"--workers={workers} must be a multiple of cluster.nodes="
                           f"{effective.nodes}: the workers are spread evenly over the nodes")
@@ -346,9 +345,7 @@ def launch(spec: StudySpec, out: str | Path, executor: str = "local", cluster: s
         migrate(out)
         study = open_study(spec, url, create=True)
         write_yaml(out / STUDY_FILE, {**spec.to_dict(), "storage": public_url(url)})
-    threads = {"local": max(1, cores() // workers),
-               "slurm": effective.cpus_per_task}.get(executor)  # debug: this process's
-    worker = StudyWorker(spec, url, out, threads)
+    worker = StudyWorker(spec, url, out, executor.threads(effective, workers))
     if spread:
         ex.update_parameters(tasks_per_node=workers // effective.nodes)
         return study, url, [ex.submit(worker, None)]

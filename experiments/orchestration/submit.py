@@ -18,8 +18,6 @@ into one DDP run.
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 import socket
 import sys
 import traceback
@@ -29,7 +27,8 @@ from pathlib import Path
 from experiments.config import RunConfig
 from experiments.identity import migrate
 from experiments.locks import folder_lock
-from experiments.orchestration.cluster import Profile, Requeueable, make_executor
+from experiments.orchestration.cluster import Profile, Requeueable
+from experiments.orchestration.executors import Executor
 from experiments.orchestration.sweeps import Point, Sweep
 from experiments.orchestration.tracking import add_submission, relative, run_states
 from experiments.packing import packs
@@ -79,25 +78,6 @@ class SweepJob(Requeueable):
         return statuses
 
 
-def cores() -> int:
-    return len(os.sched_getaffinity(0))
-
-
-def local_layout(num_runs: int, runs_per_job: int | None,
-                 available: int | None = None) -> tuple[int, int]:
-    """(runs per job, torch threads per task) for the local executor, which starts every
-    job at once: by default one job per core, each training its share of the runs with one
-    thread (with --pack-seeds, a "run" here is a pack). Independent runs scale almost
-    linearly with cores, while one small Perceiver on a CPU gains little from more intra-op
-    threads (docs/performance.md, "Threads"), so one thread per run gets the most runs
-    done; a sweep with fewer runs than cores gives each run the spare cores as threads."""
-    available = available or cores()
-    if runs_per_job is None:
-        runs_per_job = math.ceil(num_runs / min(num_runs, available))
-    jobs = math.ceil(num_runs / runs_per_job)
-    return runs_per_job, max(1, available // jobs)
-
-
 def plan(sweep: Sweep, folder: Path, rerun_failed: bool = False
          ) -> tuple[list[Point], dict[str, list[Point]]]:
     """(points to submit, the others by state): a point is submitted unless it finished,
@@ -120,22 +100,19 @@ def plan(sweep: Sweep, folder: Path, rerun_failed: bool = False
 
 
 def submit(sweep: Sweep, points: list[Point], folder: Path, profile: Profile, *,
-           executor: str = "local", runs_per_job: int | None = None, pack_seeds: int = 1,
+           executor: Executor, runs_per_job: int | None = None, pack_seeds: int = 1,
            profile_overrides: dict | None = None) -> dict:
     """Submit `points` (as one array on SLURM) and record the submission in the sweep
-    folder's manifest; returns the submission entry. The debug executor trains them here,
-    in this process, after the manifest is written.
+    folder's manifest; returns the submission entry. An in-process executor (debug) trains
+    them here, in this process, after the manifest is written.
 
     The folder lock is held from reading the runs' states to recording the submission, so
     this claims its runs: a point that another command queued, ran or finished since
     `plan` looked is dropped here, and concurrent submissions into one folder neither
     submit a run twice nor lose each other's manifest entries."""
-    overrides = dict(profile_overrides or {})
-    # One log folder per SLURM job (arrays can be large); local jobs share one.
-    logs = folder / "submitit" / ("%j" if executor == "slurm" else "")
-    ex = make_executor(profile, logs, executor=executor,  # a bad profile fails before the lock
-                       name=f"sweep-{sweep.name}".replace("/", "-"), **overrides)
-    effective = dataclasses.replace(profile, **overrides)  # validated by make_executor
+    effective = profile.with_overrides(profile_overrides or {})  # fails before the lock
+    ex = executor.make(effective, executor.logs(folder),
+                       name=f"sweep-{sweep.name}".replace("/", "-"))
     with folder_lock(folder):
         states = {s.run_id: s.state for s in run_states(folder)}
         points = [p for p in points if states.get(p.run_id, "new") in SUBMITTABLE]
@@ -144,25 +121,21 @@ def submit(sweep: Sweep, points: list[Point], folder: Path, profile: Profile, *,
                     "jobs": [], "runs_per_job": 0, "threads": None}
         entry, jobs = submit_claimed(sweep, points, folder, ex, effective, executor=executor,
                                      runs_per_job=runs_per_job, pack_seeds=pack_seeds)
-    if executor == "debug":
+    if executor.in_process:
         for job in jobs:
             job.result()
     return entry
 
 
 def submit_claimed(sweep: Sweep, points: list[Point], folder: Path, ex, effective: Profile,
-                   *, executor: str, runs_per_job: int | None,
+                   *, executor: Executor, runs_per_job: int | None,
                    pack_seeds: int = 1) -> tuple[dict, list]:
     """(manifest entry, submitit jobs) of points nobody else submits (the lock is held);
     `ex` is the executor made from `effective`, the profile with its overrides. With
     pack_seeds > 1 the unit of a job is a pack of seeds (runs_per_job is then None)."""
     units = (packs(points, pack_seeds, lambda p: p.config) if pack_seeds > 1
              else [[p] for p in points])
-    if executor == "local":  # one task per job: the local executor ignores tasks_per_node
-        per_job, threads = local_layout(len(units), runs_per_job)
-    else:  # SLURM: the job's CPUs; debug: this process's own setting
-        per_job = runs_per_job or 1
-        threads = effective.cpus_per_task if executor == "slurm" else None
+    per_job, threads = executor.layout(len(units), runs_per_job, effective)
     job_units = [units[i:i + per_job] for i in range(0, len(units), per_job)]
     groups = [[p for unit in chunk for p in unit] for chunk in job_units]
     jobs = ex.submit_array([SweepJob([[(str((folder / p.run_id).resolve()), p.config.to_dict())
@@ -171,11 +144,11 @@ def submit_claimed(sweep: Sweep, points: list[Point], folder: Path, ex, effectiv
     entry = {
         "submitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "sweep_file": str(sweep.path), "spec": sweep.spec, "overrides": sweep.overrides,
-        "executor": executor, "cluster": effective.name,
+        "executor": executor.name, "cluster": effective.name,
         "profile": dataclasses.asdict(effective),
         "runs_per_job": max(map(len, groups)), "pack_seeds": pack_seeds,
         "threads": threads, "host": socket.gethostname(),
-        "jobs": [job_entry(job, group, folder, in_process=executor == "debug")
+        "jobs": [job_entry(job, group, folder, executor.in_process)
                  for job, group in zip(jobs, groups, strict=True)]}
     add_submission(folder, [{"run_id": p.run_id, "params": p.params,
                              "config": p.config.to_dict()} for p in points], entry)

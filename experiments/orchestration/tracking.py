@@ -36,7 +36,6 @@ import os
 import pickle
 import re
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,12 +44,12 @@ from typing import Any
 import yaml
 
 from experiments.identity import current_id
+from experiments.orchestration.executors import EXECUTORS, Executor
 from experiments.records import (
     CONFIG,
     FINAL,
     RESULT,
     heartbeat_age_s,
-    pid_alive,
     read_json,
     read_yaml,
     run_dirs,
@@ -130,6 +129,12 @@ def latest_jobs(manifest: dict[str, Any]) -> dict[str, tuple[dict, dict]]:
     return out
 
 
+def recorded_executor(submission: dict) -> Executor:
+    """The executor a submission went to; one this version does not know (a later
+    version's) is read as the base Executor, whose jobs only their files speak for."""
+    return EXECUTORS.get(submission["executor"], Executor())
+
+
 def job_outcome(job: dict, submission: dict, folder: Path) -> str:
     """success | error | cancelled | lost | requeued | started | queued, from the job's
     submitit files. In-process (debug) jobs leave none: their runs' records say it all."""
@@ -145,8 +150,7 @@ def job_outcome(job: dict, submission: dict, folder: Path) -> str:
     out, err = (read_text(folder / job[name]) for name in ("stdout", "stderr"))
     if CANCELLED.search(err):
         return "cancelled"
-    if submission["executor"] == "local" and submission.get("host") == socket.gethostname() \
-            and not pid_alive(int(job["job_id"])):
+    if recorded_executor(submission).lost(job, submission):
         return "lost"
     if out.rfind(REQUEUED) > out.rfind(STARTED):
         return "requeued"
@@ -173,7 +177,7 @@ def slurm_queue(manifest: dict[str, Any]) -> dict[str, Queued]:
     call, this user's jobs, array tasks one per line); {} where squeue cannot answer (no
     SLURM client here, a results folder copied off the cluster)."""
     submissions = [s for s in manifest["submissions"]
-                   if s["executor"] == "slurm" and "profile" in s]  # the cluster it went to
+                   if recorded_executor(s).queued_in_slurm and "profile" in s]  # its cluster
     if not submissions or shutil.which("squeue") is None:
         return {}
     wanted = {job["job_id"] for s in submissions for job in s["jobs"]}
