@@ -598,7 +598,7 @@ def test_gpu_check_whole_dry_mode(tmp_path):
                for r in rows.values())
     assert "| fashion-mnist | ours |" in (out / "bench.md").read_text()
     verdicts = json.loads((out / "demo-verdicts.json").read_text())
-    assert verdicts["runs"] == 20 and verdicts["metric"] == "final.test_acc"
+    assert len(verdicts["runs"]) == 20 and verdicts["metric"] == "final.test_acc"
     assert {e["knob"] for e in verdicts["effects"]} == {
         "model.num_latents", "encoding.num_bands", "encoding.kind", "model.num_cross_attends"}
     assert {p.name for p in out.iterdir()} == OUT_FILES
