@@ -42,7 +42,7 @@ from torch.func import functional_call
 from experiments.config import RunConfig
 from experiments.data import load_splits
 from experiments.distributed import init_distributed
-from experiments.locks import run_lock
+from experiments.runfolder import RunFolder
 from experiments.train import (
     Run,
     autocast,
@@ -222,7 +222,7 @@ def train_pack(cfgs: list[RunConfig], run_dirs: list[Path], step: str = "auto") 
         for i in todo:
             run = Run(cfgs[i], run_dirs[i], env, None, splits)
             if env.is_main:
-                locks.enter_context(run_lock(run_dirs[i]))
+                locks.enter_context(RunFolder(run_dirs[i]).lock())
             results[i] = finished_result(cfgs[i], run_dirs[i])  # by another process meanwhile
             if results[i] is not None:
                 continue

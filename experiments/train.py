@@ -45,16 +45,9 @@ from experiments.data import input_spec, load_splits
 from experiments.data.registry import check_config
 from experiments.distributed import Distributed, init_distributed, job_id
 from experiments.formatting import duration
-from experiments.locks import run_lock
 from experiments.optim import build_optimizer, build_schedule
 from experiments.orchestration import planning
 from experiments.records import (
-    CHECKPOINT,
-    CONFIG,
-    FINAL,
-    METRICS,
-    RESULT,
-    STATUSES,
     RecordWriteError,
     append_jsonl,
     atomic_write_bytes,
@@ -65,6 +58,7 @@ from experiments.records import (
     write_jsonl,
     write_yaml,
 )
+from experiments.runfolder import CHECKPOINT, CONFIG, FINAL, METRICS, RESULT, STATUSES, RunFolder
 from experiments.seeding import couple_init
 from experiments.tensorboard import EventLog
 from perceiver_core import build_model, count_flops
@@ -505,7 +499,8 @@ class Run:
         if self.env.is_main:
             write_yaml(self.run_dir / CONFIG, self.cfg.to_dict())
             write_jsonl(self.run_dir / METRICS, rows)
-            self.events = EventLog(self.run_dir, self.cfg, rows, self.progress.started_at)
+            self.events = EventLog(RunFolder(self.run_dir), self.cfg, rows,
+                                   self.progress.started_at)
             self.write_result("running")
         if self.progress.step:
             log(f"resumed {self.run_dir} at step {self.progress.step}/{self.total_steps}",
@@ -690,7 +685,7 @@ def train_run(cfg: RunConfig, run_dir: Path, *,
     if result is not None:
         return result
     run = Run(cfg, run_dir, init_distributed(), on_eval)
-    with run_lock(run_dir) if run.env.is_main else nullcontext():
+    with RunFolder(run_dir).lock() if run.env.is_main else nullcontext():
         result = finished_result(cfg, run_dir)  # finished by another process meanwhile
         if result is not None:
             return result

@@ -32,7 +32,8 @@ from experiments.cli import main
 from experiments.config import load_config
 from experiments.data import load_splits
 from experiments.distributed import Distributed
-from experiments.records import CHECKPOINT, RESULT, read_json
+from experiments.records import read_json
+from experiments.runfolder import CHECKPOINT, RESULT
 from experiments.train import (
     COMPILE_CACHE_ENV,
     autocast,

@@ -10,15 +10,8 @@ from PIL import Image
 from experiments.cli import main
 from experiments.config import NON_SEMANTIC, RunConfig, TrainConfig, load_config, short_hash
 from experiments.orchestration.sweeps import load_sweep
-from experiments.records import (
-    CHECKPOINT,
-    CONFIG,
-    METRICS,
-    RESULT,
-    read_json,
-    read_jsonl,
-    read_yaml,
-)
+from experiments.records import read_json, read_jsonl, read_yaml
+from experiments.runfolder import CHECKPOINT, CONFIG, METRICS, RESULT
 from experiments.train import train_run
 
 FIXTURES = Path(__file__).parent / "fixtures"

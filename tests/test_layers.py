@@ -1,6 +1,6 @@
 """The layers of docs/design.md ("Layout"), read off the `ast` of every module: the core
 imports nothing of the project, `experiments` nothing of `analysis`, `analysis` only the run
-records, the config vocabulary and experiments.readback, and no module imports a command.
+folders, the config vocabulary and experiments.readback, and no module imports a command.
 
 Imports inside functions count as much as those at the top.
 """
@@ -105,16 +105,17 @@ def test_experiments_imports_nothing_of_analysis(module):
     assert not found, f"{module} imports {found}"
 
 
-# What analysis may read of experiments: the run records, the config vocabulary, how counts
-# are written, the seed planner's statistics, the command interface, and experiments.readback
-# (a trained model with its test examples, a folder's Optuna study), and the state of every
-# run as `status` sees it (tracking, status: a report accounts for every run alike).
-# Analysis commands are leaves that may also drive the orchestration (the demo trains its
-# sweep first).
-ANALYSIS_READS = {"experiments.records", "experiments.config", "experiments.formatting",
-                  "experiments.power", "experiments.sequential", "experiments.readback",
-                  "experiments.commands", "experiments.orchestration.tracking",
-                  "experiments.orchestration.status"}
+# What analysis may read of experiments: the run folders (experiments.runfolder) and the
+# atomic writes under them (records), the config vocabulary, how counts are written, the
+# seed planner's statistics, the command interface, and experiments.readback (a trained
+# model with its test examples, a folder's Optuna study), and the state of every run as
+# `status` sees it (tracking, status: a report accounts for every run alike). Analysis
+# commands are leaves that may also drive the orchestration (the demo trains its sweep
+# first).
+ANALYSIS_READS = {"experiments.runfolder", "experiments.records", "experiments.config",
+                  "experiments.formatting", "experiments.power", "experiments.sequential",
+                  "experiments.readback", "experiments.commands",
+                  "experiments.orchestration.tracking", "experiments.orchestration.status"}
 
 
 def analysis_may_read(module: str, target: str) -> bool:

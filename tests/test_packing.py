@@ -25,7 +25,8 @@ from experiments.data import input_spec
 from experiments.distributed import leave_distributed
 from experiments.orchestration.tracking import read_manifest
 from experiments.packing import pack_key, pack_step, packs, train_pack
-from experiments.records import CHECKPOINT, METRICS, RESULT, read_json, read_jsonl
+from experiments.records import read_json, read_jsonl
+from experiments.runfolder import CHECKPOINT, METRICS, RESULT
 from experiments.train import build_for, initial_model, train_run
 
 # Per-seed optimizer maths are exercised: LAMB with weight decay, and a gradient clip low

@@ -17,7 +17,8 @@ from test_study import write_study
 import experiments.train as T
 from experiments.orchestration import study as S
 from experiments.orchestration import study_workers as W
-from experiments.records import RESULT, RecordWriteError, read_json
+from experiments.records import RecordWriteError, read_json
+from experiments.runfolder import RESULT
 
 
 class Killed(BaseException):
