@@ -33,7 +33,7 @@ from experiments.cli import main  # noqa: E402
 from experiments.config import load_config  # noqa: E402
 from experiments.orchestration.tracking import read_manifest  # noqa: E402
 from experiments.records import read_json, read_jsonl, write_json  # noqa: E402
-from experiments.runfolder import CONFIG, METRICS, RESULT, run_folders  # noqa: E402
+from experiments.runfolder import CONFIG, METRICS, RESULT, RunFolder, run_folders  # noqa: E402
 from experiments.tensorboard import EVENTS  # noqa: E402
 from experiments.train import train_run  # noqa: E402
 
@@ -406,14 +406,14 @@ def test_labels_name_a_study_s_searched_keys_or_the_config_s_own(tmp_path):
 
     cfg = load_config(None, {"model.num_latents": 16, "train.lr": 0.01, "train.seed": 3,
                              "data.train_subset": 256})
-    alone = run_label(tmp_path / "train" / cfg.run_id, cfg)  # what it sets off the defaults
+    alone = run_label(RunFolder.of(tmp_path / "train", cfg), cfg)  # what it sets off the defaults
     assert alone.startswith("num_latents=16 ") and " lr=0.01 " in alone
     assert alone.endswith(" seed=3") and "train_subset" not in alone  # data keys aside
     study = tmp_path / "study"
     study.mkdir()
     (study / "study.yaml").write_text(yaml.safe_dump(
         {"name": "s", "space": {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-1}}}))
-    assert run_label(study / cfg.run_id, cfg) == "lr=0.01 seed=3"
+    assert run_label(RunFolder.of(study, cfg), cfg) == "lr=0.01 seed=3"
     long = knob_label({f"model.key{i}": "/value" * 5 for i in range(20)})
     assert len(long.encode()) <= MAX_LABEL and "/" not in long
     assert long != knob_label({f"model.key{i}": "/value" * 5 for i in range(21)})
