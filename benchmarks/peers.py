@@ -1,5 +1,5 @@
 """The peer Perceivers, wrapped to this project's interface so they train through the very
-same step as ours (experiments/train.py): `model(inputs (B, M, C), positions) -> logits`.
+same step as ours (experiments/engine.py): `model(inputs (B, M, C), positions) -> logits`.
 
 Both peers build their own Fourier features from the image grid, so `positions` (the same
 linspace(-1, 1) grid) is not passed on.

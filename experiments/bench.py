@@ -1,6 +1,6 @@
 """Time full training steps of a config: samples/s, step time, FLOP/s, MFU, peak memory.
 
-The timed step is the training loop's own (experiments/train.py: `prepare_training` and
+The timed step is the training loop's own (experiments/engine.py: `prepare_training` and
 `train_step`: forward under the run's autocast, loss, backward, optimizer and schedule),
 on a synthetic batch of the config's input shape, so the figures are what
 `perceiver-ablate train` reaches without data loading. On CUDA the batch waits in pinned
@@ -35,13 +35,8 @@ import torch
 from experiments.config import RunConfig
 from experiments.data import Batch, InputSpec, input_spec
 from experiments.distributed import Distributed
-from experiments.train import (
-    autocast,
-    build_for,
-    config_flops,
-    prepare_training,
-    train_step,
-)
+from experiments.engine import autocast, prepare_training, train_step
+from experiments.factory import build_for, config_flops
 from perceiver_core.config import ConfigError
 
 PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")

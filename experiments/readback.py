@@ -26,7 +26,7 @@ __all__ = ["Examples", "class_count", "index_shape", "load_recorded", "load_trai
 def load_trained(path: str | Path) -> tuple[torch.nn.Module, RunConfig]:
     """(eval-mode model with the checkpoint's weights, its RunConfig) from a run folder or
     a checkpoint file."""
-    from experiments.train import build_for
+    from experiments.factory import build_for
 
     path = Path(path)
     checkpoint = RunFolder(path).checkpoint_file if path.is_dir() else path

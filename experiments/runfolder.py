@@ -209,8 +209,9 @@ class RunFolder:
         if written_by is not None and written_by != cfg.run_id:
             raise CheckpointError(
                 f"{self.checkpoint_file} was written by run {written_by}, not by this run "
-                f"{cfg.run_id}: it cannot be resumed here; move it away (or train "
-                f"{written_by} in its own folder) and run again")
+                f"({cfg.run_id}): resuming from it would record that run's weights as this "
+                f"one's; move it to {written_by}'s folder, or delete it to train "
+                f"{cfg.run_id} from its start")
 
     def finished_result(self, cfg: RunConfig) -> dict | None:
         """result.json of a finished run of `cfg` here, if any (check_config first)."""

@@ -9,6 +9,9 @@ drawn again by its own `reset_parameters()` from a generator seeded by (init see
 module's name, its parameters' names and shapes), so two configs that share a module by
 name and shape start it identical, whatever else they change. The distributions are the
 modules' own; only the stream each draws from changes.
+
+The global RNG streams themselves (`rng_state`) are read and set here too: a checkpoint
+keeps them, and each seed of a pack trains in streams of its own (experiments/engine.py).
 """
 
 from __future__ import annotations
@@ -62,3 +65,17 @@ def couple_init(model: nn.Module, seed: int) -> None:
     if missed:  # a parameter container outside any module's reset
         raise ConfigError(f"train.coupled_init cannot draw {', '.join(missed)}; set "
                           "train.coupled_init=false for this model")
+
+
+def rng_state() -> dict:
+    """The global RNG streams a run draws from (a checkpoint keeps them)."""
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])

@@ -1,5 +1,7 @@
-"""One training run: `train_run(cfg, run_dir)` trains, evaluates and records (docs/design.md,
-"Data flow").
+"""One training run's lifecycle: `train_run(cfg, run_folder)` trains, evaluates and records
+(docs/design.md, "Data flow"); the maths of a step and of an evaluation are
+experiments/engine.py's, the model experiments/factory.py's, the run folder's files, lock
+and the check that a checkpoint is this run's experiments/runfolder.py's.
 
 The loop is deliberately plain: draw a batch, step, and every `train.eval_every` steps
 evaluate on the validation split, append a metrics row, checkpoint and refresh
@@ -19,54 +21,89 @@ writes records.
 
 from __future__ import annotations
 
-import ctypes
 import io
 import math
 import os
-import platform
 import socket
-import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from functools import lru_cache
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from experiments import planning
 from experiments.config import RunConfig
-from experiments.data import input_spec, load_splits
-from experiments.data.registry import check_config
+from experiments.data import load_splits
 from experiments.distributed import Distributed, init_distributed, job_id
+from experiments.engine import autocast_dtype, evaluate, prepare_training, train_step
+from experiments.errors import CheckpointError
+from experiments.factory import config_flops, initial_model
 from experiments.formatting import duration
-from experiments.optim import build_optimizer, build_schedule
-from experiments.orchestration import planning
-from experiments.records import (
-    RecordWriteError,
-    append_jsonl,
-    atomic_write_bytes,
-    read_json,
-    read_jsonl,
-    read_yaml,
-    write_json,
-    write_jsonl,
-    write_yaml,
-)
-from experiments.runfolder import CHECKPOINT, CONFIG, FINAL, METRICS, RESULT, STATUSES, RunFolder
-from experiments.seeding import couple_init
+from experiments.host import now_iso, versions
+from experiments.records import RecordWriteError
+from experiments.runfolder import STATUSES, RunFolder
+from experiments.seeding import rng_state, set_rng_state
 from experiments.tensorboard import EventLog
-from perceiver_core import build_model, count_flops
 from perceiver_core.config import ConfigError
 
 LOG_INTERVAL_S = 15.0  # seconds between progress lines on stderr
-COMPILE_CACHE_ENV = "PERCEIVER_COMPILE_CACHE"  # where train.compile keeps its kernels
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+
+
+def train_run(cfg: RunConfig, run_folder: RunFolder | str | os.PathLike, *,
+              on_eval: Callable[[dict], None] | None = None) -> dict:
+    """Train `cfg` into `run_folder` (a RunFolder or its path), resuming from its
+    checkpoint, and return result.json.
+
+    A finished run (completed or diverged) of the same config is returned as it is. A
+    RunStopped from on_eval records its status and propagates; any other exception
+    records `failed` with its traceback tail and propagates. A non-finite loss ends the
+    run as `diverged` with the last finite metrics. One process trains a run folder at a
+    time: a second one raises RunBusy before it writes anything (RunFolder.lock), and a
+    checkpoint written by another run raises CheckpointError, also before anything is
+    written (RunFolder.check_checkpoint). A record that the file system refuses (full,
+    read-only) raises RecordWriteError, after recording `failed` if that small write
+    still succeeds; the last checkpoint is intact, so the same call resumes once there is
+    room.
+    """
+    folder = RunFolder(run_folder)
+    result = folder.finished_result(cfg)
+    if result is not None:
+        return result
+    run = Run(cfg, folder, init_distributed(), on_eval)
+    with folder.lock() if run.env.is_main else nullcontext():
+        result = folder.finished_result(cfg)  # finished by another process meanwhile
+        if result is not None:
+            return result
+        try:
+            run.start()
+            return run.finish()
+        except RunStopped as stop:
+            record_end(run, stop.status, str(stop))
+            raise
+        except Exception as exc:
+            record_failure(run, exc)
+            raise
+
+
+def record_failure(run: Run, exc: Exception) -> None:
+    """Record `failed` with the exception and its traceback's tail; a CheckpointError is
+    not recorded: the folder's records may be another run's, and nothing was trained."""
+    if isinstance(exc, CheckpointError):
+        return
+    tail = "".join(traceback.format_exception(exc)[-6:])
+    record_end(run, "failed", f"{type(exc).__name__}: {exc}\n{tail}")
+
+
+def record_end(run: Run, status: str, error: str) -> None:
+    """Record how the run ended, unless the file system refuses even that (the caller's
+    exception says why; status then shows the run's heartbeat going stale)."""
+    try:
+        run.write_result(status, error=error)
+    except RecordWriteError as exc:
+        log(f"could not record status {status!r} either: {exc.strerror}", run.env)
 
 
 class RunStopped(Exception):
@@ -96,281 +133,14 @@ class Progress:
     started_at: str = ""
 
 
-def new_session(step: int, env: Distributed) -> dict:
-    """One session of a run (a start or a resume) as result.json's `sessions` lists it: the
-    process and hosts that trained it and the submitit job (with SLURM's restart count
-    after a requeue), so `status` can tell a run's story (a node lost mid-run, the job
-    requeued) and a test can count who trained a run."""
-    return {"started_at": now_iso(), "from_step": step, "to_step": step, "status": "running",
-            "nodes": env.hosts(), "host": socket.gethostname(), "pid": os.getpid(),
-            "job": job_id(), "restart": int(os.environ.get("SLURM_RESTART_COUNT", 0))}
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-@lru_cache(maxsize=1)
-def versions() -> dict:
-    try:
-        package = version("perceiver-ablate")
-    except PackageNotFoundError:
-        package = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {"torch": torch.__version__, "python": platform.python_version(),
-            "package": package, "git_commit": commit or None}
-
-
-def finished_result(cfg: RunConfig, run_dir: Path) -> dict | None:
-    """result.json of a finished run of this config in run_dir, if any. A run_dir that
-    belongs to another run is an error: a run folder holds exactly one run (its config may
-    differ from this one in non-semantic keys, e.g. data.num_workers, and still be it)."""
-    if (run_dir / CONFIG).is_file():
-        stored = RunConfig.from_dict(read_yaml(run_dir / CONFIG))
-        if stored.run_id != cfg.run_id:
-            raise ConfigError(f"{run_dir} holds another run (run id {stored.run_id}; this "
-                              f"config is {cfg.run_id}): choose another --out folder")
-    if (run_dir / RESULT).is_file():
-        result = read_json(run_dir / RESULT)
-        if result.get("status") in FINAL:
-            return result
-    return None
-
-
-def build_for(cfg: RunConfig, spec) -> torch.nn.Module:
-    """cfg's model for inputs of `spec` (an InputSpec, possibly of several modalities)."""
-    return build_model(cfg.model, cfg.encoding, spec.channels, spec.index_shape,
-                       spec.modalities)
-
-
-def initial_model(cfg: RunConfig, spec) -> torch.nn.Module:
-    """cfg's model at its initial weights, drawn at train's init seed: from the global stream,
-    or module by module from generators of their own with train.coupled_init
-    (experiments/seeding.py)."""
-    torch.manual_seed(cfg.train.weights_seed)
-    model = build_for(cfg, spec)
-    if cfg.train.coupled_init:
-        couple_init(model, cfg.train.weights_seed)
-    return model
-
-
-def config_flops(cfg: RunConfig) -> dict:
-    """count_flops (params, MACs, paper FLOPs, breakdown) of one example of cfg's data.
-
-    A Perceiver is built on the meta device (shapes only, so even the paper's ImageNet
-    model is counted without allocating its weights or activations); the CNN/ViT baselines
-    run one example on the CPU, as torch.jit tracing of convolutions fails on meta tensors.
-    """
-    check_config(cfg)
-    spec = input_spec(cfg.data)
-    with torch.device("meta" if cfg.model.arch == "perceiver" else "cpu"):
-        model = build_for(cfg, spec)
-        positions = spec.example_positions()
-        inputs = torch.zeros(1, spec.num_inputs, spec.channels)
-    return count_flops(model, inputs, positions)
-
-
-def autocast_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
-    """bfloat16 when train.precision asks for it, or by default (`auto`) on a GPU with bf16
-    in hardware (compute capability 8.0+: A100, H100, ...); None means fp32.
-
-    train.precision=bf16 on a GPU without it (V100, T4) is a ConfigError: torch emulates
-    bf16 there (its default is_bf16_supported() even says yes) and other tools quietly
-    train in fp32 instead, so the run would not be what its config says. `auto` on such a
-    GPU means fp32, and Run says so.
-    """
-    precision = cfg.train.precision
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
-        if precision == "bf16":
-            raise ConfigError(
-                f"train.precision=bf16 but {torch.cuda.get_device_name(device)} has no bf16 "
-                "(it needs compute capability 8.0 or later, e.g. A100, H100): set "
-                "train.precision=fp32, or auto (fp32 on this GPU)")
-        return None
-    return torch.bfloat16
-
-
-def autocast(cfg: RunConfig, device: torch.device):
-    """The autocast context of autocast_dtype, or none (fp32)."""
-    dtype = autocast_dtype(cfg, device)
-    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
-
-
-def use_compile_cache() -> Path:
-    """The folder where torch.compile keeps its kernels (Inductor's generated code, with
-    Triton's compiled kernels below it): $PERCEIVER_COMPILE_CACHE when set, which then
-    overrides TORCHINDUCTOR_CACHE_DIR; else Inductor's own choice, TORCHINDUCTOR_CACHE_DIR
-    or torchinductor_USER under $TMPDIR. Keep it node-local: a cache on an NFS home eats
-    its inode quota, and slow reads there can stall one rank past its peers' NCCL
-    time-out. (TORCHINDUCTOR_CACHE_DIR cannot tell the user's setting from Inductor's:
-    Inductor exports its default there once imported.)"""
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
-
-    folder = os.environ.get(COMPILE_CACHE_ENV)
-    if folder:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
-    return Path(cache_dir())
-
-
-def to_device(batch, device: torch.device):
-    return (t.to(device, non_blocking=True) for t in batch)
-
-
-def loss_and_hits(logits, labels, label_smoothing: float = 0.0, reduction: str = "mean"):
-    """(loss, correct predictions or None). Integer labels: softmax cross-entropy and
-    accuracy. Multi-hot float labels (multi-label sets such as AudioSet): a sigmoid per
-    class with binary cross-entropy summed over classes, and no accuracy (the metric is
-    mAP over a whole split, see mean_average_precision)."""
-    if labels.is_floating_point():
-        loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum(-1)
-        return (loss.sum() if reduction == "sum" else loss.mean()), None
-    loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing,
-                           reduction=reduction)
-    return loss, (logits.argmax(-1) == labels).sum()
-
-
-def mean_average_precision(scores, targets) -> float | None:
-    """AudioSet's metric: average precision per class (scikit-learn's), averaged over the
-    classes that have a positive example in the split (AP is undefined for the others)."""
-    from sklearn.metrics import average_precision_score
-
-    present = targets.sum(0) > 0
-    if not present.any():
-        return None
-    return float(average_precision_score(targets[:, present].numpy(),
-                                         scores[:, present].numpy(), average="macro"))
-
-
-def gather(tensor, env: Distributed):
-    """Every rank's (n_r, ...) tensor, concatenated on every rank."""
-    if env.world_size == 1:
-        return tensor
-    parts = [None] * env.world_size
-    torch.distributed.all_gather_object(parts, tensor.cpu())
-    return torch.cat(parts)
-
-
-@torch.no_grad()
-def evaluate(model, split, batch_size: int, cfg: RunConfig, env: Distributed):
-    """(mean loss, score) over a whole split, or (None, None) for an empty one; the score
-    is accuracy, or mAP for a multi-label split."""
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=env.device)
-    scores, targets = [], []
-    for batch in split.batches(batch_size, seed=cfg.train.order_seed, epoch=0, train=False,
-                               rank=env.rank, world_size=env.world_size):
-        if len(batch.labels) == 0:  # this rank's share of the last batch is empty
-            continue
-        inputs, positions, labels = to_device(batch, env.device)
-        with autocast(cfg, env.device):
-            logits = model(inputs, positions).float()
-        loss, hits = loss_and_hits(logits, labels, reduction="sum")
-        if hits is None:
-            scores.append(logits.cpu())
-            targets.append(labels.cpu())
-            hits = loss.new_zeros(())
-        sums += torch.stack([loss, hits, torch.tensor(len(labels), device=env.device)]).double()
-    model.train(was_training)
-    loss, correct, count = env.all_reduce(sums).tolist()
-    if split.labels.is_floating_point():  # multi-hot: the score is mAP
-        width = split.labels.shape[1]
-        score = mean_average_precision(
-            gather(torch.cat(scores) if scores else torch.zeros(0, width), env),
-            gather(torch.cat(targets) if targets else torch.zeros(0, width), env))
-        return (loss / count, score) if count else (None, None)
-    return (loss / count, correct / count) if count else (None, None)
-
-
-def finite(*values) -> bool:
-    return all(v is None or math.isfinite(v) for v in values)
-
-
-def keep_freed_memory() -> None:
-    """Make glibc serve large blocks from its heap and keep freed memory for reuse.
-
-    By default glibc maps every block above its mmap threshold (at most 32 MiB) fresh from
-    the OS and unmaps it when freed, so each such tensor is page-faulted in again on every
-    step, a large share of a CPU training step at large M (docs/performance.md, "Scaling
-    in M"). The cost: freed memory stays resident for reuse. A no-op without glibc.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    largest = 2**31 - 1  # the parameters are C ints
-    mallopt(M_MMAP_THRESHOLD, largest)
-    mallopt(M_TRIM_THRESHOLD, largest)
-
-
-def prepare_training(model: torch.nn.Module, cfg: RunConfig, env: Distributed,
-                     total_steps: int):
-    """(optimizer, scheduler, net, trainer) for a built model: everything a training step
-    needs. `net` is the model, compiled when train.compile (evaluation uses it); `trainer`
-    is net, wrapped in DDP when there are several processes. The benchmark
-    (experiments/bench.py) builds its steps with this too, so it times what runs train."""
-    if env.device.type == "cpu":
-        keep_freed_memory()
-    optimizer = build_optimizer(model, cfg.train)
-    scheduler = build_schedule(optimizer, cfg.train, total_steps)
-    if cfg.train.compile:
-        use_compile_cache()
-    net = torch.compile(model) if cfg.train.compile else model
-    trainer = net
-    if env.world_size > 1:
-        trainer = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[env.device] if env.device.type == "cuda" else None)
-    return optimizer, scheduler, net, trainer
-
-
-def train_step(trainer, optimizer, scheduler, batch, cfg: RunConfig,
-               env: Distributed) -> list[float]:
-    """One optimizer step; returns [loss * n, correct, n] summed over ranks (one copy to the
-    host per step). A non-finite loss skips the update (the run is about to stop as
-    diverged)."""
-    inputs, positions, labels = to_device(batch, env.device)
-    with autocast(cfg, env.device):
-        logits = trainer(inputs, positions).float()
-    loss, stats = loss_and_stats(logits, labels, cfg, env)
-    stats = env.all_reduce(stats).tolist()
-    if not math.isfinite(stats[0]):
-        return stats
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    update(trainer.parameters(), optimizer, scheduler, cfg)
-    return stats
-
-
-def loss_and_stats(logits, labels, cfg: RunConfig, env: Distributed):
-    """(loss, [loss * n, correct, n] of this rank as a float64 tensor) of a training batch."""
-    loss, hits = loss_and_hits(logits, labels, cfg.train.label_smoothing)
-    hits = loss.new_zeros(()) if hits is None else hits  # multi-label: no accuracy
-    return loss, torch.stack([loss.detach() * len(labels), hits,
-                              torch.tensor(len(labels), device=env.device)]).double()
-
-
-def update(parameters, optimizer, scheduler, cfg: RunConfig) -> None:
-    """The optimizer step from the gradients in `parameters`: clipped to train.grad_clip
-    (over these parameters only: one run's), then the schedule's step."""
-    if cfg.train.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(parameters, cfg.train.grad_clip)
-    optimizer.step()
-    scheduler.step()
-
-
 class Run:
     """The state of one run in this process, and the records it writes (rank 0 only)."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, env: Distributed, on_eval, splits=None):
+    def __init__(self, cfg: RunConfig, folder: RunFolder, env: Distributed, on_eval,
+                 splits=None):
         """`splits`: cfg's data (load_splits), when the caller has loaded it already (the
         seeds of a pack share one copy)."""
-        self.cfg, self.run_dir, self.env, self.on_eval = cfg, run_dir, env, on_eval
+        self.cfg, self.folder, self.env, self.on_eval = cfg, folder, env, on_eval
         tc = cfg.train
         # bf16 asked for on a GPU without it fails here, before anything is written.
         if autocast_dtype(cfg, env.device) is None and tc.precision == "auto" \
@@ -442,7 +212,7 @@ class Run:
             "started_at": p.started_at, "updated_at": now_iso(), "heartbeat": time.time(),
             "error": error, **self.description()}
         if self.env.is_main:
-            write_json(self.run_dir / RESULT, result)
+            self.folder.write_result(result)
         if self.events is not None and status != "running":
             self.events.close(result)
             self.events = None
@@ -468,16 +238,18 @@ class Run:
                     "scheduler": self.scheduler.state_dict(), "step": self.progress.step,
                     "config": self.cfg.to_dict(), "progress": asdict(self.progress),
                     "rng": rng}, buffer)
-        atomic_write_bytes(self.run_dir / CHECKPOINT, buffer.getvalue())
+        self.folder.write_checkpoint(buffer.getvalue())
 
     def start(self) -> None:
-        """Create the run folder, or resume from its checkpoint."""
-        path = self.run_dir / CHECKPOINT
+        """Create the run folder, or resume from its checkpoint (once it is shown to be this
+        run's: nothing is written before)."""
+        path = self.folder.checkpoint_file
         if path.is_file():
             # On the CPU: the RNG states must be CPU tensors, and load_state_dict copies
             # weights and optimizer state to wherever the model is (a run may move
             # between a GPU and a CPU node).
             state = torch.load(path, map_location="cpu", weights_only=True)
+            self.folder.check_checkpoint(state, self.cfg)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -489,21 +261,20 @@ class Run:
             self.wall_base = self.progress.wall_time_s
             self.session_step = self.progress.step
         try:  # the sessions so far, including one that ended after the checkpoint
-            self.sessions = list(read_json(self.run_dir / RESULT).get("sessions") or [])
+            self.sessions = list(self.folder.read_result().get("sessions") or [])
         except (OSError, ValueError, AttributeError):
             self.sessions = []  # a first start, or a record from before sessions were kept
         self.sessions.append(new_session(self.progress.step, self.env))
-        rows = [r for r in read_jsonl(self.run_dir / METRICS) if r["step"] <= self.progress.step]
+        rows = [r for r in self.folder.read_metrics() if r["step"] <= self.progress.step]
         if rows:
             self.final = {k: rows[-1][k] for k in self.final_keys()}
         if self.env.is_main:
-            write_yaml(self.run_dir / CONFIG, self.cfg.to_dict())
-            write_jsonl(self.run_dir / METRICS, rows)
-            self.events = EventLog(RunFolder(self.run_dir), self.cfg, rows,
-                                   self.progress.started_at)
+            self.folder.write_config(self.cfg)
+            self.folder.write_metrics(rows)
+            self.events = EventLog(self.folder, self.cfg, rows, self.progress.started_at)
             self.write_result("running")
         if self.progress.step:
-            log(f"resumed {self.run_dir} at step {self.progress.step}/{self.total_steps}",
+            log(f"resumed {self.folder} at step {self.progress.step}/{self.total_steps}",
                 self.env)
 
     def final_keys(self) -> tuple[str, ...]:
@@ -531,7 +302,7 @@ class Run:
             p.best_val_score, p.best_step = val_score, p.step
         self.final = {k: row[k] for k in self.final_keys()}
         if self.env.is_main:
-            append_jsonl(self.run_dir / METRICS, row)
+            self.folder.append_metrics(row)
             self.events.add(row)
         val = "-" if val_score is None else f"{val_loss:.4f} / {100 * val_score:.2f}%"
         best = ("-" if p.best_val_score is None
@@ -648,68 +419,20 @@ class Run:
         return self.write_result(status)
 
 
-def rng_state() -> dict:
-    """The global RNG streams a run draws from (a checkpoint keeps them)."""
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return rng
+def new_session(step: int, env: Distributed) -> dict:
+    """One session of a run (a start or a resume) as result.json's `sessions` lists it: the
+    process and hosts that trained it and the submitit job (with SLURM's restart count
+    after a requeue), so `status` can tell a run's story (a node lost mid-run, the job
+    requeued) and a test can count who trained a run."""
+    return {"started_at": now_iso(), "from_step": step, "to_step": step, "status": "running",
+            "nodes": env.hosts(), "host": socket.gethostname(), "pid": os.getpid(),
+            "job": job_id(), "restart": int(os.environ.get("SLURM_RESTART_COUNT", 0))}
 
 
-def set_rng_state(rng: dict) -> None:
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+def finite(*values) -> bool:
+    return all(v is None or math.isfinite(v) for v in values)
 
 
 def log(message: str, env: Distributed) -> None:
     if env.is_main:
         print(message, file=sys.stderr, flush=True)
-
-
-def train_run(cfg: RunConfig, run_dir: Path, *,
-              on_eval: Callable[[dict], None] | None = None) -> dict:
-    """Train `cfg` into run_dir (resuming from its checkpoint) and return result.json.
-
-    A finished run (completed or diverged) of the same config is returned as it is. A
-    RunStopped from on_eval records its status and propagates; any other exception
-    records `failed` with its traceback tail and propagates. A non-finite loss ends the
-    run as `diverged` with the last finite metrics. One process trains a run folder at a
-    time: a second one raises RunBusy before it writes anything (experiments/locks.py).
-    A record that the file system refuses (full, read-only) raises RecordWriteError,
-    after recording `failed` if that small write still succeeds; the last checkpoint is
-    intact, so the same call resumes once there is room.
-    """
-    run_dir = Path(run_dir)
-    result = finished_result(cfg, run_dir)
-    if result is not None:
-        return result
-    run = Run(cfg, run_dir, init_distributed(), on_eval)
-    with RunFolder(run_dir).lock() if run.env.is_main else nullcontext():
-        result = finished_result(cfg, run_dir)  # finished by another process meanwhile
-        if result is not None:
-            return result
-        try:
-            run.start()
-            return run.finish()
-        except RunStopped as stop:
-            record_end(run, stop.status, str(stop))
-            raise
-        except Exception as exc:
-            record_failure(run, exc)
-            raise
-
-
-def record_failure(run: Run, exc: Exception) -> None:
-    """Record `failed` with the exception and its traceback's tail."""
-    tail = "".join(traceback.format_exception(exc)[-6:])
-    record_end(run, "failed", f"{type(exc).__name__}: {exc}\n{tail}")
-
-
-def record_end(run: Run, status: str, error: str) -> None:
-    """Record how the run ended, unless the file system refuses even that (the caller's
-    exception says why; status then shows the run's heartbeat going stale)."""
-    try:
-        run.write_result(status, error=error)
-    except RecordWriteError as exc:
-        log(f"could not record status {status!r} either: {exc.strerror}", run.env)

@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.cli import main
 from experiments.config import load_config
-from experiments.train import config_flops
+from experiments.factory import config_flops
 from perceiver_core import EncodingConfig, ModelConfig, build_model, count_flops, grid_positions
 
 

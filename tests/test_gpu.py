@@ -32,18 +32,11 @@ from experiments.cli import main
 from experiments.config import load_config
 from experiments.data import load_splits
 from experiments.distributed import Distributed
+from experiments.engine import autocast, autocast_dtype, prepare_training, to_device, train_step
+from experiments.factory import build_for
+from experiments.host import COMPILE_CACHE_ENV, use_compile_cache
 from experiments.records import read_json
 from experiments.runfolder import CHECKPOINT, RESULT
-from experiments.train import (
-    COMPILE_CACHE_ENV,
-    autocast,
-    autocast_dtype,
-    build_for,
-    prepare_training,
-    to_device,
-    train_step,
-    use_compile_cache,
-)
 from perceiver_core.config import ConfigError
 
 DRY = os.environ.get("PERCEIVER_GPU_DRY") == "1"
@@ -187,7 +180,8 @@ DDP_ONE = textwrap.dedent("""
     from experiments.config import load_config
     from experiments.data import load_splits
     from experiments.distributed import Distributed
-    from experiments.train import build_for, prepare_training, train_step
+    from experiments.engine import prepare_training, train_step
+    from experiments.factory import build_for
 
     cfg = load_config(None, {overrides!r})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

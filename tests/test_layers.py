@@ -1,6 +1,7 @@
 """The layers of docs/design.md ("Layout"), read off the `ast` of every module: the core
-imports nothing of the project, `experiments` nothing of `analysis`, `analysis` only the run
-folders, the config vocabulary and experiments.readback, and no module imports a command.
+imports nothing of the project, `experiments` nothing of `analysis`, training and data nothing
+of the orchestration, `analysis` only the run folders, the config vocabulary and
+experiments.readback, and no module imports a command.
 
 Imports inside functions count as much as those at the top.
 """
@@ -102,6 +103,22 @@ def test_the_core_imports_only_itself_torch_and_fvcore(module):
 def test_experiments_imports_nothing_of_analysis(module):
     found = sorted(target for target, _ in project_imports(module)
                    if target.split(".")[0] == "analysis")
+    assert not found, f"{module} imports {found}"
+
+
+# Training and the data it reads sit below the orchestration: a job calls train_run or
+# train_pack on run folders and the orchestration reads back what they recorded.
+TRAINING = ("experiments.train", "experiments.engine", "experiments.packing",
+            "experiments.factory", "experiments.host", "experiments.planning",
+            "experiments.config", "experiments.seeding", "experiments.optim",
+            "experiments.distributed", "experiments.runfolder")
+DATA = [module for module in MODULES if module.split(".")[:2] == ["experiments", "data"]]
+
+
+@pytest.mark.parametrize("module", [*TRAINING, *DATA])
+def test_training_and_data_import_nothing_of_the_orchestration(module):
+    found = sorted(target for target, _ in project_imports(module)
+                   if target.startswith("experiments.orchestration"))
     assert not found, f"{module} imports {found}"
 
 

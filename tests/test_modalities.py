@@ -16,8 +16,8 @@ from experiments.cli import main
 from experiments.config import load_config
 from experiments.data import REGISTRY, input_spec, load_splits
 from experiments.data.common import packed_positions
+from experiments.engine import mean_average_precision
 from experiments.errors import DataError
-from experiments.train import mean_average_precision
 from perceiver_core import build_model
 from perceiver_core.config import ConfigError
 

@@ -23,11 +23,13 @@ from experiments.cli import main
 from experiments.config import ConfigError, load_config
 from experiments.data import input_spec
 from experiments.distributed import leave_distributed
+from experiments.engine import pack_step
+from experiments.factory import build_for, initial_model
 from experiments.orchestration.tracking import read_manifest
-from experiments.packing import pack_key, pack_step, packs, train_pack
+from experiments.packing import pack_key, packs, train_pack
 from experiments.records import read_json, read_jsonl
 from experiments.runfolder import CHECKPOINT, METRICS, RESULT
-from experiments.train import build_for, initial_model, train_run
+from experiments.train import train_run
 
 # Per-seed optimizer maths are exercised: LAMB with weight decay, and a gradient clip low
 # enough to bind (a clip over the stacked seeds would give other numbers).

@@ -161,8 +161,8 @@ def test_shipped_sweeps_cover_the_paper_ablations_on_both_scales():
 
 
 def test_dry_run_prints_params_flops_and_compute_and_writes_nothing(tmp_path, capsys):
+    from experiments.factory import config_flops
     from experiments.formatting import human
-    from experiments.train import config_flops
 
     path = write_sweep(tmp_path / "s.yaml", grid={"model.num_latents": [8, 32]})
     out = tmp_path / "out"

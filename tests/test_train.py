@@ -377,7 +377,7 @@ def test_cpu_training_keeps_freed_memory_instead_of_page_faulting_it_back():
     slack can make the first few blocks new heap memory)."""
     script = """
 import resource, torch
-from experiments.train import keep_freed_memory
+from experiments.host import keep_freed_memory
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(5):

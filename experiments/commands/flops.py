@@ -1,5 +1,5 @@
 """`perceiver-ablate flops`: params and forward FLOPs of one example for a config
-(experiments.train.config_flops: the count every run records)."""
+(experiments.factory.config_flops: the count every run records)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def counts_table(counts: dict) -> str:
 
 def run(args) -> int:
     cfg, _ = config_from_args(args)
-    from experiments.train import config_flops
+    from experiments.factory import config_flops
 
     counts = config_flops(cfg)
     print(json.dumps(counts) if args.json else counts_table(counts))

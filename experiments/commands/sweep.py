@@ -63,9 +63,9 @@ def add_arguments(parser):
 
 def dry_run(sweep) -> float:
     """Print the runs and their compute; returns the total compute in FLOPs."""
+    from experiments.factory import config_flops
     from experiments.formatting import human, table
-    from experiments.orchestration.planning import samples_seen
-    from experiments.train import config_flops
+    from experiments.planning import samples_seen
 
     counts = {}
     rows, total = [], 0

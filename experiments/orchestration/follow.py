@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from experiments.formatting import duration
-from experiments.orchestration.planning import planned_steps
 from experiments.orchestration.sweeps import Point, Sweep
 from experiments.orchestration.tracking import (
     ACTIVE,
@@ -25,6 +24,7 @@ from experiments.orchestration.tracking import (
     run_states,
     slurm_queue,
 )
+from experiments.planning import planned_steps
 
 POLL_S = 1.0
 QUIET_S = 30.0  # longest silence between progress lines while nothing changes
