@@ -86,9 +86,9 @@ class Seed:
 def train_pack(cfgs: list[RunConfig], run_folders: list[RunFolder | str | os.PathLike],
                step: str = "auto") -> list[dict]:
     """Train the seeds `cfgs` (one config, seeds apart) into `run_folders` (RunFolders or
-    their paths), each optimizer step
-    of the live seeds by `step` (pack_step), and return their result.json in order.
-    Finished runs are returned as they are; a seed that fails records `failed` and the
+    their paths), each optimizer step of the live seeds by `step` (pack_step), and return
+    their result.json in order. Finished runs are returned as they are; a seed that fails
+    records `failed` (one whose checkpoint is another run's records nothing) and the
     others train on; a RuntimeError naming the failures is raised at the end. A run folder
     another process trains raises RunBusy before anything is trained."""
     if len(cfgs) != len(run_folders):
