@@ -1,7 +1,8 @@
 """The layers of docs/design.md ("Layout"), read off the `ast` of every module: the core
 imports nothing of the project, `experiments` nothing of `analysis`, training and data nothing
 of the orchestration, `analysis` only the run folders, the config vocabulary and
-experiments.readback, and no module imports a command.
+experiments.readback, no module imports a command, and only experiments/runfolder.py joins
+a run folder's file names onto a path.
 
 Imports inside functions count as much as those at the top.
 """
@@ -154,3 +155,37 @@ def test_commands_are_leaves(module):
     found = sorted(target for target, _ in project_imports(module)
                    if is_command(target) and target != module)
     assert not found, f"{module} imports the command module(s) {found}"
+
+
+# ---------------------------------------------------------------- one owner of a run folder
+
+
+# A run folder's files, by the names experiments/runfolder.py gives them and as written out.
+RUN_FILES = {"CONFIG", "METRICS", "RESULT", "CHECKPOINT", "LOCK", "config.yaml",
+             "metrics.jsonl", "result.json", "checkpoint.pt", ".train.lock"}
+
+
+def joined_run_files(source: str) -> list[int]:
+    """The lines of `source` that join a run folder's file name onto a path by hand
+    (`run_dir / RESULT`, `run_dir / "result.json"`)."""
+    lines = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            right = node.right
+            name = right.id if isinstance(right, ast.Name) else \
+                right.value if isinstance(right, ast.Constant) else None
+            if name in RUN_FILES:
+                lines.add(node.lineno)
+    return sorted(lines)
+
+
+def test_the_collector_sees_a_run_file_joined_by_hand():
+    source = "a = d / RESULT\nb = Path(d) / 'checkpoint.pt'\nc = d / EVENTS / 'x'\nf(d, CONFIG)\n"
+    assert joined_run_files(source) == [1, 2]
+
+
+@pytest.mark.parametrize("module", [m for m in cases("*") if m != "experiments.runfolder"])
+def test_only_the_run_folder_joins_its_file_names(module):
+    found = joined_run_files(MODULES[module].read_text())
+    assert not found, (f"{module} joins a run folder's file name by hand at line(s) {found}: "
+                       "use experiments.runfolder.RunFolder")
