@@ -108,7 +108,7 @@ class RunFolder:
     def of(cls, results_dir: str | os.PathLike, cfg: RunConfig) -> RunFolder:
         return cls(Path(results_dir) / cfg.run_id)
 
-    def __fspath__(self) -> str:
+    def __fspath__(self) -> str:  # so RunFolder(run_folder) and Path(run_folder) take one
         return os.fspath(self.path)
 
     def __str__(self) -> str:
@@ -116,12 +116,6 @@ class RunFolder:
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RunFolder) and other.path == self.path
-
-    def __hash__(self) -> int:
-        return hash(self.path)
 
     @property
     def id(self) -> str:
