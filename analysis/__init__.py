@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from analysis.verdicts import Verdicts
+    from analysis.verdicts.summary import Verdicts
 
 __all__ = ["load_results", "load_curves", "load_verdicts", "make_figures"]
 
@@ -44,9 +44,9 @@ def load_verdicts(results_dir: str | Path, metric: str | None = None,
     `.importance`, `.study_importance`, `.claims` (the paper's claims), `.plan` (seeds
     to add) and `.metric`. The verdicts control the family-wise error over the report
     unless `per_comparison` (docs/verdicts.md)."""
-    from analysis import verdicts as V
-    from analysis.report import load_studies
     from analysis.results import load_results as load
+    from analysis.results import load_studies
+    from analysis.verdicts import summary as V
 
     runs = load(results_dir)
     if runs.empty:
@@ -58,13 +58,10 @@ def load_verdicts(results_dir: str | Path, metric: str | None = None,
 def make_figures(results_dir: str | Path) -> dict[str, Figure]:
     """The figures `perceiver-ablate figures` draws from this folder, by file name without
     extension (`forest_effects`, `fig5_hyperparameters`, `training_curves`, ...)."""
-    from analysis.figures import build_figures, forest_figure
+    from analysis.report.figures import build_figures
     from analysis.results import load_curves as curves_of
     from analysis.results import load_results as load
 
-    verdicts = load_verdicts(results_dir)
     runs = load(results_dir)
-    forest = forest_figure(verdicts.effects, verdicts.metric.label)
-    plots = {"forest_effects": forest} if forest is not None else {}
-    plots.update(build_figures(runs, curves_of(results_dir, runs)))
+    plots = build_figures(runs, curves_of(results_dir, runs), load_verdicts(results_dir))
     return {name: plot.figure for name, plot in plots.items()}

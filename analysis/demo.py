@@ -36,7 +36,7 @@ def best_run(folder: Path, run_ids: set[str]):
 
 
 def attention_section(best, acc_label: str, axes: Sequence[str], written, out: Path) -> str:
-    from analysis.style import label
+    from analysis.results import label
 
     setting = ", ".join(f"{label(a)}={best[a]}" for a in axes if a != SEED)
     lines = ["## Cross-attention maps of the best run", "",
@@ -57,9 +57,8 @@ def verdict_table(verdicts_json: Path) -> str:
 
     import pandas as pd
 
-    from analysis.markup import literal
-    from analysis.style import label
-    from analysis.verdicts import interval_text
+    from analysis.results import label
+    from analysis.verdicts.stats import interval_text
 
     judged = json.loads(verdicts_json.read_text())
     effects = pd.DataFrame(judged["effects"])
@@ -79,8 +78,8 @@ def verdict_table(verdicts_json: Path) -> str:
 def conclude(folder: Path, out: Path, run_ids: set[str], axes: Sequence[str],
              images: int, latents: int, log: Callable[[str], None]) -> tuple[Path, str | None]:
     """Report, maps of the best run, verdict table; (index.md, the best run's id or None)."""
-    from analysis.attention import write_attention
-    from analysis.report import write_report
+    from analysis.report.attention import write_attention
+    from analysis.report.index import write_report
     from analysis.results import accuracy, load_results
 
     best = best_run(folder, run_ids)

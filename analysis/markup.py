@@ -4,9 +4,9 @@ A report (index.md, index.html, verdicts.md) is made to be mailed and opened by 
 everything a run folder holds is data: a path, a knob value, an error message, a host name,
 a sweep or study name may hold Markdown or HTML syntax, control characters or bytes that
 were not UTF-8. `literal` turns such a value into Markdown that reads as exactly that text
-in python-markdown (the HTML writer, analysis/html.py) and in CommonMark viewers, and leaves
-an ordinary value (a path, `fashion-mnist`, `at_start`, `84.2 [83.1, 85.0]`) unchanged, so
-the Markdown stays readable as plain text:
+in python-markdown (the HTML writer, analysis/report/html.py) and in CommonMark viewers,
+and leaves an ordinary value (a path, `fashion-mnist`, `at_start`, `84.2 [83.1, 85.0]`)
+unchanged, so the Markdown stays readable as plain text:
 
 - `\\`, `` ` ``, `*`, `|` and an underscore at a word's edge are backslash-escaped (code
   spans, emphasis, table cells); an underscore inside a word is never emphasis and stays;

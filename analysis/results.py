@@ -10,7 +10,12 @@ warning, never a crash.
 
 An *axis* is a config column whose value varies across runs. `ablation` picks the runs in
 which only the requested axes vary (seeds aside), so one results folder holding several
-one-knob sweeps around a common base config yields one clean slice per knob.
+one-knob sweeps around a common base config yields one clean slice per knob; `label` names
+an axis for people (in the verdicts, figures and tables alike), and `pick_metric` picks
+the metric every verdict and figure shows. `load_studies` gives the folder's Optuna study.
+
+This is the floor of analysis: the verdicts (analysis/verdicts/) and the report
+(analysis/report/) both read the runs through it.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import pandas as pd
 import yaml
 
 from experiments.config import SECTIONS
-from experiments.readback import sweep_base, trial_columns
+from experiments.readback import load_recorded, sweep_base, trial_columns
 from experiments.runfolder import (
     CONFIG,
     FINAL,
@@ -111,6 +116,12 @@ def declared_base(frame: pd.DataFrame) -> dict[str, Any]:
     """The flattened base config the folder's sweep declares ({}: none), from load_results.
     Kept as JSON text in frame.attrs: pandas deep-copies attrs on every operation."""
     return json.loads(frame.attrs.get(BASE, "{}"))
+
+
+def load_studies(results_dir: Path) -> list:
+    """The Optuna study recorded in results_dir (journal file or RDB URL), if any."""
+    study = load_recorded(results_dir)
+    return [study] if study is not None else []
 
 
 def load_curves(results_dir: str | Path, runs: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -259,3 +270,29 @@ def row_key(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     for column in columns[1:]:  # column by column: a row-wise apply is 100x slower
         key = key + "|" + frame[column].map(str)
     return key.astype(object)
+
+
+LABELS = {
+    "model.arch": "model",
+    "model.num_latents": "latents N",
+    "model.latent_channels": "latent channels D",
+    "model.self_attends_per_block": "self-attends per block",
+    "model.num_cross_attends": "cross-attends",
+    "model.cross_attend_placement": "placement",
+    "model.num_blocks": "blocks",
+    "model.init_scale": "latent init scale",
+    "model.share_cross_attends": "share cross-attends",
+    "model.share_latent_blocks": "share latent blocks",
+    "encoding.num_bands": "Fourier bands",
+    "encoding.max_resolution": "max resolution",
+    "encoding.spacing": "band spacing",
+    "encoding.kind": "position encoding",
+    "data.permute": "permuted",
+    "train.seed": "seed",
+}
+
+
+def label(column: str) -> str:
+    """How a config column (a knob) is named for people: in the verdicts, on a figure, in a
+    table."""
+    return LABELS.get(column, column.split(".", 1)[-1].replace("_", " "))

@@ -116,7 +116,7 @@ install() {
     if [ ! -d "$FASHION_MNIST" ] && [ -d "$CARRY/fashion-mnist" ]; then
         mkdir -p "$FASHION_MNIST" && cp "$CARRY"/fashion-mnist/*.gz "$FASHION_MNIST"/ || return 1
     fi
-    PYTHONPATH=$REPO:$site "$PY" -c "import experiments.train, experiments.bench, analysis.verdicts, submitit, fvcore, pytorch_optimizer, optuna; print('imports ok')"
+    PYTHONPATH=$REPO:$site "$PY" -c "import experiments.train, experiments.bench, analysis.verdicts.summary, submitit, fvcore, pytorch_optimizer, optuna; print('imports ok')"
 }
 if wants install; then
     if [ -d "$CARRY/wheels" ]; then

@@ -2,10 +2,10 @@
 (from a finished folder) and `perceiver-ablate sweep --dry-run --pilot` (before submitting).
 
 It lives in experiments, not analysis, because the sweep command uses it and analysis may
-import experiments but never the reverse. The verdicts' intervals (analysis/stats.py) are t
-intervals (Welch's, or paired), so the power of a t test (statsmodels) predicts how often
-they resolve an effect; `verdicts` asks at its family-wise alpha. tests/test_verdicts.py
-checks the prediction against simulated verdicts.
+import experiments but never the reverse. The verdicts' intervals
+(analysis/verdicts/stats.py) are t intervals (Welch's, or paired), so the power of a t test
+(statsmodels) predicts how often they resolve an effect; `verdicts` asks at its family-wise
+alpha. tests/test_verdicts.py checks the prediction against simulated verdicts.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ family of comparisons keeps them simultaneous over comparisons and looks.
 
 It lives in experiments, beside experiments/power.py, because the sweep command's adaptive
 loop (experiments/orchestration/adaptive.py) judges with it and experiments never imports
-analysis; analysis/simulation.py measures its error and its cost in seeds.
+analysis; analysis/verdicts/simulation.py measures its error and its cost in seeds.
 """
 
 from __future__ import annotations

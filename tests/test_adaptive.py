@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from analysis import simulation
+from analysis.verdicts import simulation
 from experiments import sequential
 from experiments.cli import main
 from experiments.orchestration.adaptive import STATE
@@ -129,12 +129,37 @@ def test_stops_a_large_effect_keeps_going_on_a_null_and_resumes_after_a_kill(
     assert f"{SLOW}: worse" in shown and f"{NULL}: open" in shown
 
 
+def test_a_diverged_level_counts_at_chance_and_is_decided_worse(tmp_path, capsys,
+                                                                tiny_fashion_mnist):
+    """lr 1e30 diverges at step 2 on all four seeds: the rounds count those runs at chance
+    accuracy (10 points for Fashion-MNIST), as the verdicts do, instead of stopping."""
+    sweep = write_sweep(tmp_path / "diverging.yaml", seeds=(0, 1, 2, 3),
+                        zipped={"train.lr": [0.02, 1e30]}, root=tiny_fashion_mnist)
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep), "--until-resolved", "--max-seeds", "4",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    state = json.loads((out / STATE).read_text())
+    assert state["state"] == "done", text
+    states = {s.run_id: s for s in run_states(out)}
+    diverged = sorted(r for r, s in states.items() if s.state == "diverged")
+    assert len(diverged) == 4 and sorted(state["rounds"][0]["at_chance"]) == diverged
+    (row,) = state["decided"]
+    assert row["level"] == "train.lr=1e+30" and row["verdict"] == "worse" and row["seeds"] == 4
+    base = [100 * s.result["final"]["test_acc"] for s in states.values()
+            if s.state == "completed"]
+    assert row["effect"] == pytest.approx(10 - np.mean(base))
+    assert "4 diverged run(s) counted at chance accuracy" in text
+    assert main(["status", str(out)]) == 0
+    assert "4 diverged run(s) counted at chance accuracy" in capsys.readouterr().out
+
+
 @pytest.mark.slurm
 def test_one_round_on_the_slurm_cluster(tmp_path, capsys, slurm_cluster, tiny_fashion_mnist):
     sweep = write_sweep(tmp_path / "two.yaml", seeds=(0, 1, 2),
                         zipped={"train.lr": [0.02, 1e-7]}, root=tiny_fashion_mnist)
     out = tmp_path / "out"
-    assert main(["sweep", str(sweep), "--until-resolved", "--max-seeds", "3", "--executor",
+    assert main(["sweep", str(sweep), "--until-resolved", "--max-seeds", "4", "--executor",
                  "slurm", "--cluster", "local", "--out", str(out)]) == 0
     state = json.loads((out / STATE).read_text())
     assert state["state"] == "done" and len(state["rounds"]) == 1

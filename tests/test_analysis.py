@@ -24,8 +24,11 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 
-from analysis import figures, report, results, style, tables  # noqa: E402
-from analysis.stats import mean_interval  # noqa: E402
+from analysis import results  # noqa: E402
+from analysis.report import figures, style, tables  # noqa: E402
+from analysis.report.index import write_study_figures  # noqa: E402
+from analysis.verdicts.stats import mean_interval  # noqa: E402
+from analysis.verdicts.summary import build_verdicts  # noqa: E402
 from experiments import records  # noqa: E402
 from experiments.cli import main  # noqa: E402
 from experiments.config import resolve  # noqa: E402
@@ -35,7 +38,7 @@ from experiments.runfolder import RunFolder  # noqa: E402
 # pinned here, not taken from the preset, so retuning the preset cannot move the axes
 BASE = {"train.epochs": 1, "data.train_subset": 512, "model.latent_channels": 128,
         "model.latent_heads": 4, "model.num_latents": 64}
-SEEDS = (0, 1, 2)  # the verdicts judge from 3 seeds on (analysis.stats.MIN_SEEDS)
+SEEDS = (0, 1, 2)  # the verdicts judge from 3 seeds on (analysis.verdicts.stats.MIN_SEEDS)
 SWEEPS = [  # one-knob (or two-knob grid) sweeps around the preset's base config
     [{"model.num_latents": n} for n in (16, 32, 64)],
     [{"model.latent_channels": d, "model.latent_heads": h} for d, h in ((64, 2), (128, 4),
@@ -432,9 +435,9 @@ def test_figures_have_no_overlapping_or_clipped_labels(results_dir, frame):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", results.RecordWarning)
         curves = results.load_curves(results_dir, frame)
-    built = figures.build_figures(frame, curves)
-    assert set(built) == {"fig5_hyperparameters", "fig6_position_encoding", "accuracy_vs_cost",
-                          "training_curves"}
+    built = figures.build_figures(frame, curves, build_verdicts(frame))
+    assert set(built) == {"forest_effects", "fig5_hyperparameters", "fig6_position_encoding",
+                          "accuracy_vs_cost", "training_curves"}
     fig5 = {ax.get_xlabel() for ax in built["fig5_hyperparameters"].figure.axes}
     assert fig5 == {"latents N", "latent channels D", "self-attends per block", "cross-attends"}
     for name, plot in built.items():
@@ -446,7 +449,7 @@ def test_study_figures_from_a_study_object(results_dir, tmp_path):
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(results_dir / JOURNAL_FILE)))
     study = optuna.load_study(study_name="tiny", storage=storage)
-    written = report.write_study_figures(study, tmp_path, prefix="tiny_")
+    written = write_study_figures(study, tmp_path, prefix="tiny_")
     assert [name for name, _, _ in written] == ["tiny_study_history", "tiny_study_importances",
                                                 "tiny_study_slice"]
     for name, plot, paths in written:

@@ -15,7 +15,7 @@ import torch  # noqa: E402
 from matplotlib.collections import PathCollection  # noqa: E402
 from matplotlib.image import AxesImage  # noqa: E402
 
-from analysis import attention as A  # noqa: E402
+from analysis.report import attention as A  # noqa: E402
 from experiments.cli import main  # noqa: E402
 from experiments.config import load_config  # noqa: E402
 from perceiver_core import build_model, grid_positions  # noqa: E402

@@ -75,7 +75,6 @@ def test_overrides_are_typed_and_layered(tmp_path):
     ("encoding.kind=sinusoid", "not one of fourier, learned, none"),
     ("train.optimizer=sgd", "not one of lamb, adamw"),
     ("model.latent_heads=3", "divisible"),
-    ("data.name=mnist", "data.name='mnist' is not one of"),
     ("notakeyvalue", "not of the form key=value"),
     ("train.lr=nan", "train.lr=nan must be a finite number"),
     ("train.lr=inf", "train.lr=inf must be a finite number"),
@@ -134,4 +133,27 @@ def test_a_non_finite_value_writes_nothing(tmp_path, capsys, value):
     out = tmp_path / "run"
     assert main(["train", f"train.lr={value}", "--out", str(out)]) == 2
     assert f"train.lr={value} must be a finite number" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["train", "flops", "bench"])
+@pytest.mark.parametrize("override, message", [
+    ("data.name=mnist", "data.name='mnist' is not one of fashion_mnist, cifar10, imagenet, "
+                        "fashion_mnist_points, modelnet40, japanese_vowels, audioset"),
+    ("data.augment=bogus", "data.augment='bogus' is not one of none, crop, randaugment, scale"),
+    ("data.hflip=true data.name=japanese_vowels",
+     "data.hflip mirrors images; data.name=japanese_vowels is not one"),
+])
+def test_the_data_sets_check_a_command_line_config_before_anything_is_written(
+        tmp_path, capsys, command, override, message):
+    """The config vocabulary leaves data.name and data.augment to the data sets
+    (experiments/data/registry.py, check_config); every command that takes a config runs
+    that check first."""
+    from experiments.cli import main
+
+    load_config(None, override.split())  # the vocabulary alone accepts it
+    out = tmp_path / "run"
+    args = [command, *override.split()] + (["--out", str(out)] if command == "train" else [])
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == f"perceiver-ablate {command}: error: {message}"
     assert not out.exists()

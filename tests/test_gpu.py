@@ -297,7 +297,7 @@ def test_checkpoint_moves_between_gpu_and_cpu(device, tiny, tmp_path, first):
 
 @pytest.mark.gpu
 def test_attention_maps_on_the_device_match_the_cpu(device):
-    from analysis.attention import cross_attention_maps
+    from analysis.report.attention import cross_attention_maps
     from experiments.data import input_spec
 
     cfg = load_config(None, ["model.num_latents=16", "model.latent_channels=32"],

@@ -1,8 +1,10 @@
 """The layers of docs/design.md ("Layout"), read off the `ast` of every module: the core
 imports nothing of the project, `experiments` nothing of `analysis`, training and data nothing
 of the orchestration, `analysis` only the run folders, the config vocabulary and
-experiments.readback, no module imports a command, and only experiments/runfolder.py joins
-a run folder's file names onto a path.
+experiments.readback, and no module imports a command. Inside analysis the report draws
+what the verdicts judge of what results.py reads, never the reverse, and no modules import
+each other in a circle (the config, for one, imports nothing of the data sets that read it).
+Only experiments/runfolder.py joins a run folder's file names onto a path.
 
 Imports inside functions count as much as those at the top.
 """
@@ -73,13 +75,15 @@ from perceiver_core import attention, build_model
 from experiments.records import read_json as read
 def lazy():
     from analysis.results import finished
-from . import results
-from .style import label
+from . import figures
+from .style import ARCH_NAMES
+from ..verdicts import stats
 """
-    assert imports(source, "analysis.tables") == {
+    assert imports(source, "analysis.report.tables") == {
         ("torch.nn", None), ("perceiver_core.attention", None), ("perceiver_core", "build_model"),
         ("experiments.records", "read_json"), ("analysis.results", "finished"),
-        ("analysis.results", None), ("analysis.style", "label")}
+        ("analysis.report.figures", None), ("analysis.report.style", "ARCH_NAMES"),
+        ("analysis.verdicts.stats", None)}
     assert ("analysis.commands.figures", None) in imports("from . import figures",
                                                           "analysis.commands", is_package=True)
 
@@ -155,6 +159,77 @@ def test_commands_are_leaves(module):
     found = sorted(target for target, _ in project_imports(module)
                    if is_command(target) and target != module)
     assert not found, f"{module} imports the command module(s) {found}"
+
+
+# analysis in two rooms over a shared floor: report/ (figures, tables, the index and its
+# HTML page, cross-attention maps) draws what verdicts/ (the statistics, the judge, the
+# effects and claims) judges of what the floor reads (results.py: run folders -> pandas;
+# markup.py, accounting.py: what both write). The notebook API, the demo and the commands
+# stand on top. An import may only run down or stay on its floor.
+ANALYSIS_FLOORS = {"analysis.verdicts": 1, "analysis.report": 2}
+ANALYSIS_TOP = ("analysis", "analysis.demo", "analysis.commands")
+
+
+def analysis_floor(module: str) -> int:
+    if module in ANALYSIS_TOP or module.startswith("analysis.commands."):
+        return 3
+    return next((floor for room, floor in ANALYSIS_FLOORS.items()
+                 if module == room or module.startswith(room + ".")), 0)
+
+
+@pytest.mark.parametrize("module", cases("analysis"))
+def test_analysis_imports_run_down_report_verdicts_results(module):
+    floor = analysis_floor(module)
+    found = sorted(target for target, _ in project_imports(module)
+                   if target.split(".")[0] == "analysis" and analysis_floor(target) > floor)
+    assert not found, f"{module} (floor {floor}) imports {found}, on a floor above it"
+
+
+def import_graph(package: str) -> dict[str, set[str]]:
+    """{module: the modules of `package` it imports}."""
+    return {m: {t for t, _ in project_imports(m) if t in MODULES and t.split(".")[0] == package}
+            for m in cases(package)}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every loop of imports in `graph` (Tarjan's strongly connected components of more than
+    one module, or of one that imports itself)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in sorted(graph[module]):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while not component or component[-1] != module:
+                component.append(stack.pop())
+            if len(component) > 1 or module in graph[module]:
+                found.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_the_circle_finder_sees_every_circle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"e"}, "f": {"a"}}
+    assert circles(graph) == [["a", "b", "c"], ["e"]]
+    assert circles({"a": {"b"}, "b": set()}) == []
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_modules_import_each_other_in_a_circle(package):
+    assert circles(import_graph(package)) == []
 
 
 # ---------------------------------------------------------------- one owner of a run folder

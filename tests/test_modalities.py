@@ -50,7 +50,7 @@ def test_every_registered_data_set_validates_and_builds_a_model():
         assert positions.shape == (spec.num_inputs, len(spec.index_shape))
         assert positions.abs().max() <= 1
     with pytest.raises(ConfigError, match="fashion_mnist_points.*modelnet40"):
-        load_config(None, {"data.name": "mnist"})
+        load_splits(load_config(None, {"data.name": "mnist"}))
     with pytest.raises(ConfigError, match="data.augment='crop' does not apply"):
         load_splits(load_config(None, {"data.name": "japanese_vowels", "data.augment": "crop"}))
     with pytest.raises(ConfigError, match="data.num_points=64 applies to point sets"):
@@ -438,7 +438,7 @@ def test_video_trains_from_the_cli(video_folder, tmp_path):
 
 
 def test_video_maps_are_drawn_as_frames_side_by_side():
-    from analysis.attention import layout
+    from analysis.report.attention import layout
     from perceiver_core.position import grid_positions
 
     lay = layout(grid_positions((3, 2, 4)), (3, 2, 4))

@@ -17,7 +17,7 @@ from conftest import skip_or_fail  # noqa: E402
 from PIL import Image  # noqa: E402
 from test_verdicts import TRUTH, write_run  # noqa: E402
 
-from analysis.html import TINTS  # noqa: E402
+from analysis.report.html import TINTS  # noqa: E402
 from experiments.cli import main  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"

@@ -28,9 +28,9 @@ import yaml
 from conftest import skip_or_fail
 from test_results_keep import TINY_BASE
 
-from analysis.html import render
 from analysis.markup import LIMIT, literal, visible
-from analysis.report import file_name
+from analysis.report.html import render
+from analysis.report.index import file_name
 from experiments.cli import main
 from experiments.records import read_json, write_json, write_yaml
 from experiments.runfolder import CONFIG, RESULT

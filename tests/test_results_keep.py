@@ -180,7 +180,7 @@ def test_a_full_disk_mid_run_fails_clearly_and_the_run_resumes(small_disk, tiny_
 def test_analysis_reads_the_input_shape_from_the_record_with_a_fallback_for_old_ones():
     import pandas as pd
 
-    from analysis.figures import _nyquist
+    from analysis.report.figures import _nyquist
 
     runs = pd.DataFrame([  # a record of today's, then one written before `input` existed
         {"data.name": "fashion_mnist", "data.image_size": None, "input.index_shape": "[20, 20]"},

@@ -141,6 +141,10 @@ def signal_mid_trial(study, signum: int):
     ({"space": {"train.lr": {"type": "float", "low": 1e-3, "high": float("inf")}}},
      "space.train.lr.high=inf must be a finite number"),
     ({"stale_after_s": float("inf")}, "stale_after_s=inf must be a finite number"),
+    # the data sets' check (experiments/data/registry.py), on the base and the space's ends
+    ({"base": {"data": {"name": "mnist"}}}, "data.name='mnist' is not one of"),
+    ({"space": {"data.augment": {"type": "categorical", "choices": ["none", "bogus"]}}},
+     "space.data.augment: the value 'bogus' cannot be built: data.augment='bogus' is not one"),
 ])
 def test_bad_study_files_are_rejected_naming_the_key(tmp_path, fields, message):
     with pytest.raises(ConfigError) as error:

@@ -97,6 +97,12 @@ def test_expansion_is_zip_then_grid_then_seeds_with_overrides_on_the_base(tmp_pa
     ({"grid": {}, "zip": None}, r"no axes"),
     ({"grid": {"train.lr": [0.001, float("nan")]}},
      r"point 2/2 \(train.lr=nan\): train.lr=nan must be a finite number"),
+    # the data sets' check (experiments/data/registry.py), on the base and on every point
+    ({"base": {"data": {"name": "mnist"}}}, r"base: data.name='mnist' is not one of"),
+    ({"grid": {"data.augment": ["none", "bogus"]}},
+     r"point 2/2 \(data.augment=bogus\): data.augment='bogus' is not one of none, crop"),
+    ({"grid": {"data.name": ["fashion_mnist", "japanese_vowels"], "data.augment": ["crop"]}},
+     r"point 2/2 .*: data.augment='crop' does not apply to data.name=japanese_vowels"),
 ])
 def test_a_bad_sweep_names_what_is_wrong(tmp_path, spec, match):
     path = tmp_path / "bad.yaml"

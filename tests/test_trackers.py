@@ -278,7 +278,7 @@ def test_mlflow_export_to_a_server_on_postgresql(sweep, tmp_path, postgres_url, 
     except ImportError:
         skip_or_fail("mlflow missing: `pip install -e .[dev]` (or .[mlflow]) or `make test`")
 
-    from analysis.report import write_report
+    from analysis.report.index import write_report
 
     write_report(sweep)  # verdicts and index.html: the report's artifacts
     port = free_port()

@@ -2,7 +2,7 @@
 folders and judged through the CLI, one for every defect issue 25 lists (survivors, two
 seeds, ties, a base with extra seeds, a metric missing in some runs, a loss, a one-knob
 study); the intervals' coverage, the family-wise error and the seed planner checked by
-simulation (analysis/simulation.py), each replication judged with its own dof."""
+simulation (analysis/verdicts/simulation.py), each replication judged with its own dof."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from analysis import simulation, stats
 from analysis.results import flatten
+from analysis.verdicts import simulation, stats
 from experiments import records
 from experiments.cli import main
 from experiments.config import resolve
@@ -103,6 +103,23 @@ def test_known_effect_is_better_with_an_interval_holding_the_truth(judged):
     assert latents["p_improve"] == 1.0 and latents["p_improve_low"] <= 1.0
     # Welch's test, not an exact permutation test that cannot go below 2/252 here
     assert latents["p"] < 1e-4
+
+
+def test_a_new_statistic_is_one_entry_in_stats(known, monkeypatch, capsys):
+    """docs/design.md: a statistic of every comparison is its function and its entry in
+    stats.COMPARISON_STATISTICS; the judge computes it, JSON and Markdown show it."""
+    gap = stats.Statistic(("median_gap",), "median gap", lambda base, level: (
+        float(np.median(level) - np.median(base)),), lambda value: f"{value:+.3f}")
+    monkeypatch.setattr(stats, "COMPARISON_STATISTICS", (*stats.COMPARISON_STATISTICS, gap))
+    latents = row(judge(known), "model.num_latents")
+    keys = list(latents)
+    assert keys[keys.index("p_improve_high") + 1] == "median_gap"
+    assert 1.0 < latents["median_gap"] < 3.0  # the +2-point effect, seed noise 0.5
+    assert main(["verdicts", str(known)]) == 0
+    table = capsys.readouterr().out.split("\n| knob")[1]
+    columns = [c.strip() for c in table.splitlines()[0].split("|")]
+    assert columns[-4:-2] == ["median gap", "verdict"]
+    assert f"| {latents['median_gap']:+.3f} " in table
 
 
 def test_null_effect_is_unresolved_or_equivalent(judged):
@@ -264,7 +281,8 @@ def test_a_study_that_moves_every_knob_per_trial_holds_no_one_knob_ablation():
     import pandas as pd
 
     from analysis.results import pick_metric
-    from analysis.verdicts import find_comparisons, importance, searched_jointly
+    from analysis.verdicts.effects import find_comparisons, importance
+    from analysis.verdicts.judge import searched_jointly
 
     rng = np.random.default_rng(0)
     tpe = pd.DataFrame({"trial.number": range(8), "status": "completed", "train.seed": 0,
@@ -450,7 +468,7 @@ def test_a_torn_manifest_warns_and_the_base_falls_back(tmp_path):
 
 
 def test_coverage_at_least_93_percent_at_every_accepted_seed_count():
-    """The whole coverage table of docs/verdicts.md (python -m analysis.simulation), every
+    """The whole coverage table of docs/verdicts.md (python -m analysis.verdicts.simulation), every
     cell, each replication judged with its own degrees of freedom (the audit found a
     batch's smallest dof overstating coverage by 1.5 points)."""
     for noise in simulation.NOISE:

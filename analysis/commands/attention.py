@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import matplotlib
     matplotlib.use("Agg")
-    from analysis.attention import write_attention
+    from analysis.report.attention import write_attention
 
     written = write_attention(args.source, args.out, images=args.images, latents=args.latents,
                               kind="weights" if args.weights else "logits")

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import matplotlib
     matplotlib.use("Agg")
-    from analysis.report import write_report
+    from analysis.report.index import write_report
 
     print(write_report(args.results_dir, args.out))
     return 0

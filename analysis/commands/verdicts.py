@@ -8,7 +8,7 @@ from experiments.commands import Command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from analysis.verdicts import DEFAULT_DELTA
+    from analysis.verdicts.summary import DEFAULT_DELTA
 
     parser.add_argument("results_dir", metavar="RESULTS_DIR",
                         help="a sweep or study folder (results/<name>/ holding run folders)")
@@ -36,17 +36,11 @@ def run(args: argparse.Namespace) -> int:
 
     import matplotlib
     matplotlib.use("Agg")
-    from analysis import verdicts as V
     from analysis.accounting import judgeable
-    from analysis.figures import forest_figure
-    from analysis.report import (
-        load_studies,
-        save_plots,
-        verdicts_json,
-        verdicts_markdown,
-        write_verdicts,
-    )
-    from analysis.results import load_results
+    from analysis.report.figures import forest_figure, save_plots
+    from analysis.report.index import verdicts_json, verdicts_markdown, write_verdicts
+    from analysis.results import load_results, load_studies
+    from analysis.verdicts import summary as V
     from perceiver_core.config import ConfigError
 
     folder = Path(args.results_dir)

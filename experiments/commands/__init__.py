@@ -31,6 +31,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_required: bool 
 def config_from_args(args: argparse.Namespace):
     """(RunConfig, path or None) from the positional items of add_config_arguments."""
     from experiments.config import ConfigError, load_config
+    from experiments.data.registry import check_config
 
     items = list(args.items)
     path = None
@@ -39,4 +40,6 @@ def config_from_args(args: argparse.Namespace):
     stray = [item for item in items if "=" not in item]
     if stray:
         raise ConfigError(f"expected key=value overrides after the config file, got {stray}")
-    return load_config(path, items, preset=getattr(args, "preset", None)), path
+    cfg = load_config(path, items, preset=getattr(args, "preset", None))
+    check_config(cfg)
+    return cfg, path

@@ -10,7 +10,7 @@ the same global batch sees.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -22,7 +22,7 @@ from perceiver_core.config import ConfigError
 from perceiver_core.position import grid_positions
 
 if TYPE_CHECKING:
-    from experiments.config import DataConfig
+    from experiments.config import DataConfig, RunConfig
 
 VAL_SPLIT_SEED = 1234  # the validation split is fixed per data set, whatever train.seed is
 # Purposes mixed into the seeds so order, augmentations, permutation and the fixed
@@ -168,6 +168,20 @@ class Splits:
     test: Split
     spec: InputSpec
     classes: tuple[str, ...]  # label -> class name
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """A data set as its family's module declares it (its DATA_SETS) and the registry
+    (registry.py) gathers it."""
+
+    name: str
+    family: str  # images | point_sets | signals: which module reads it
+    spec: Callable[[DataConfig], InputSpec]  # before reading: the model can be built from it
+    splits: Callable[[RunConfig], Splits]  # reads and checks the files; ConfigError if bad
+    train_size: int  # nominal size of the training file(s), for sweep --dry-run estimates
+    augments: tuple[str, ...] = ("none",)  # the data.augment values it supports
+    embedded: bool = False  # present on every machine, no data.root needed
 
 
 def carve(num: int, data: DataConfig, where: str) -> tuple[Tensor, Tensor]:

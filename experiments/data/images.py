@@ -26,6 +26,7 @@ from torch import Tensor
 from experiments.data.common import (
     PERMUTE,
     Batch,
+    DataSet,
     InputSpec,
     Split,
     Splits,
@@ -500,3 +501,12 @@ def imagenet_splits(cfg: RunConfig) -> Splits:
     test = FolderSplit(test_files, test_labels, assemble, data)
     return Splits(split(train), split(val), test,
                   InputSpec(spec.channels, spec.index_shape, len(classes)), classes)
+
+
+IMAGE_AUGMENTS = ("none", "crop", "randaugment")
+DATA_SETS = (
+    DataSet("fashion_mnist", "images", fashion_mnist_spec, fashion_mnist_splits, 60_000,
+            IMAGE_AUGMENTS, embedded=True),
+    DataSet("cifar10", "images", cifar10_spec, cifar10_splits, 50_000, IMAGE_AUGMENTS),
+    DataSet("imagenet", "images", imagenet_spec, imagenet_splits, 1_281_167, IMAGE_AUGMENTS),
+)

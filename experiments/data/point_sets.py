@@ -21,6 +21,7 @@ from experiments.data.common import (
     EVAL_DRAWS,
     ArraySplit,
     Batch,
+    DataSet,
     InputSpec,
     Splits,
     carve,
@@ -213,3 +214,11 @@ def modelnet40_splits(cfg: RunConfig) -> Splits:
 
     return Splits(split(points[train], labels[train]), split(points[val], labels[val]),
                   split(test_points, test_labels), spec, classes)
+
+
+DATA_SETS = (
+    DataSet("fashion_mnist_points", "point_sets", fashion_points_spec, fashion_points_splits,
+            60_000, embedded=True),
+    DataSet("modelnet40", "point_sets", modelnet40_spec, modelnet40_splits, 9_843,
+            ("none", "scale")),
+)

@@ -1,52 +1,28 @@
-"""The one list of data sets: adding a data set means one entry here and a module that
-reads it (docs/design.md: every data set yields inputs (M, C) + positions (M, d) in
-[-1, 1], its index shape, classes, multi-label flag and metric).
+"""The one list of data sets, gathered from the family modules: each family (images.py,
+point_sets.py, signals.py) declares its own data sets in its DATA_SETS (docs/design.md:
+every data set yields inputs (M, C) + positions (M, d) in [-1, 1], its index shape,
+classes, multi-label flag and metric), so a new data set of a family is one file, and a
+new family is one module plus its line in FAMILIES.
 
-Config validation (`data.name`, `data.augment`), the model's input spec, the sweep
-planner's size estimate and the trainer's loader all read this table.
+Config checks of the data (`check_config`: data.name, data.augment and the combinations
+of data and model that cannot work), the model's input spec, the sweep planner's size
+estimate and the trainer's loader all read this table. experiments/config.py only says
+what the keys are: it imports nothing of the data, which reads configs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from experiments.data import images, point_sets, signals
-from experiments.data.common import InputSpec, Splits
-from perceiver_core.config import ConfigError
+from experiments.data.common import DataSet, InputSpec, Splits
+from perceiver_core.config import ConfigError, check_choice
 
 if TYPE_CHECKING:
     from experiments.config import DataConfig, RunConfig
 
-
-@dataclass(frozen=True)
-class DataSet:
-    name: str
-    family: str  # images | point_sets | signals: which module reads it
-    spec: Callable[[DataConfig], InputSpec]  # before reading: the model can be built from it
-    splits: Callable[[RunConfig], Splits]  # reads and checks the files; ConfigError if bad
-    train_size: int  # nominal size of the training file(s), for sweep --dry-run estimates
-    augments: tuple[str, ...] = ("none",)  # the data.augment values it supports
-    embedded: bool = False  # present on every machine, no data.root needed
-
-
-IMAGE_AUGMENTS = ("none", "crop", "randaugment")
-REGISTRY = {d.name: d for d in (
-    DataSet("fashion_mnist", "images", images.fashion_mnist_spec, images.fashion_mnist_splits,
-            60_000, IMAGE_AUGMENTS, embedded=True),
-    DataSet("cifar10", "images", images.cifar10_spec, images.cifar10_splits, 50_000,
-            IMAGE_AUGMENTS),
-    DataSet("imagenet", "images", images.imagenet_spec, images.imagenet_splits, 1_281_167,
-            IMAGE_AUGMENTS),
-    DataSet("fashion_mnist_points", "point_sets", point_sets.fashion_points_spec,
-            point_sets.fashion_points_splits, 60_000, embedded=True),
-    DataSet("modelnet40", "point_sets", point_sets.modelnet40_spec,
-            point_sets.modelnet40_splits, 9_843, ("none", "scale")),
-    DataSet("japanese_vowels", "signals", signals.vowels_spec, signals.vowels_splits, 270,
-            embedded=True),
-    DataSet("audioset", "signals", signals.audio_spec, signals.audio_splits, 22_160),
-)}
+FAMILIES = (images, point_sets, signals)
+REGISTRY: dict[str, DataSet] = {d.name: d for family in FAMILIES for d in family.DATA_SETS}
 AUGMENTS = tuple(dict.fromkeys(a for d in REGISTRY.values() for a in d.augments))
 
 
@@ -63,8 +39,13 @@ def input_spec(data: DataConfig) -> InputSpec:
 
 
 def check_config(cfg: RunConfig) -> None:
-    """Combinations of data and model that cannot work, caught before anything is built."""
+    """cfg's data checked against the data sets: data.name and data.augment are known, and
+    no combination of data and model that cannot work is asked for. Every path that takes
+    a config from a user calls it before anything is built, written or submitted (the
+    commands' config_from_args, a sweep's points, a study's space and trials, the model
+    factory, load_splits)."""
     entry = dataset(cfg.data.name)
+    check_choice("data", "augment", cfg.data.augment, AUGMENTS)
     if cfg.data.augment not in entry.augments:
         raise ConfigError(f"data.augment={cfg.data.augment!r} does not apply to "
                           f"data.name={entry.name}: use one of {', '.join(entry.augments)}")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from experiments.data.common import ArraySplit, Batch, InputSpec, Splits, carve
+from experiments.data.common import ArraySplit, Batch, DataSet, InputSpec, Splits, carve
 from experiments.data.video import VIDEO_EXTENSIONS, patch, read_frames, video_shape
 from experiments.errors import DataError
 from perceiver_core.config import ConfigError
@@ -307,3 +307,9 @@ def pack(arrays: list[Tensor]) -> Tensor:
     flat = [a.flatten(1, -2) for a in arrays]
     width = max(a.shape[-1] for a in flat)
     return torch.cat([torch.nn.functional.pad(a, (0, width - a.shape[-1])) for a in flat], 1)
+
+
+DATA_SETS = (
+    DataSet("japanese_vowels", "signals", vowels_spec, vowels_splits, 270, embedded=True),
+    DataSet("audioset", "signals", audio_spec, audio_splits, 22_160),
+)

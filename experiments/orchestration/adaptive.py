@@ -29,6 +29,7 @@ from typing import Any
 
 from experiments import sequential
 from experiments.config import ConfigError, resolve
+from experiments.data import input_spec
 from experiments.orchestration.cluster import Profile
 from experiments.orchestration.follow import wait_for_runs
 from experiments.orchestration.submit import plan, submit
@@ -146,21 +147,38 @@ def check_resumable(folder: Path, header: dict[str, Any]) -> None:
 
 
 def collect(folder: Path, sweep: Sweep, metric: str) -> tuple[dict[str, dict[int, float]],
-                                                                list[str]]:
-    """({config: {seed: value in points}}, run ids that did not complete)."""
+                                                                list[str], list[str]]:
+    """({config: {seed: value in points}}, run ids without a value, run ids of diverged runs
+    counted at chance). A diverged run is judged at chance accuracy, as the verdicts judge it
+    (docs/verdicts.md): leaving it out would make the seeds judged depend on the outcome."""
     states = {s.run_id: s for s in run_states(folder)}
     values: dict[str, dict[int, float]] = {}
-    missing = []
+    missing, at_chance = [], []
     for point in sweep.points:
         state = states.get(point.run_id)
         value = metric_value(state.result, metric) if state else None
+        if state is not None and state.state == "diverged":
+            value = chance(point, metric)
+            if value is not None:
+                at_chance.append(point.run_id)
+                values.setdefault(config_label(point.params), {})[point.params[SEED_KEY]] = value
+                continue
         if state is None or state.state != "completed" or not isinstance(value, (int, float)) \
                 or not math.isfinite(value):
             missing.append(point.run_id)
             continue
         values.setdefault(config_label(point.params), {})[point.params[SEED_KEY]] = \
             float(in_points(metric, [value])[0])
-    return values, missing
+    return values, missing, at_chance
+
+
+def chance(point: Point, metric: str) -> float | None:
+    """Chance accuracy in points of the point's data set; None where chance means nothing
+    (a loss, mean average precision, a multi-label data set)."""
+    if not metric.rsplit(".", 1)[-1].endswith("acc"):
+        return None
+    spec = input_spec(point.config.data)
+    return None if spec.multi_label else 100 / spec.num_classes
 
 
 def run_until_resolved(sweep: Sweep, folder: Path, settings: Settings, profile: Profile, *,
@@ -169,9 +187,10 @@ def run_until_resolved(sweep: Sweep, folder: Path, settings: Settings, profile: 
                        poll_s: float = 1.0) -> dict[str, Any]:
     """Rounds until every comparison is decided or max_seeds is reached; returns the final
     state (also in folder/adaptive.json). Raises ConfigError for a design it cannot judge,
-    before anything is submitted. A run without the metric (failed twice in this call, or
-    diverged) stops the rounds (state `failed`): the sequence judges completed seeds only,
-    and leaving one out would make the seeds judged depend on the outcome."""
+    before anything is submitted. A diverged run counts at chance accuracy (collect); a
+    run without a value (failed twice in this call, or diverged where chance means nothing)
+    stops the rounds (state `failed`): leaving it out would make the seeds judged depend on
+    the outcome."""
     design = Design(sweep, settings)
     family = len(design.levels)
     alpha = sequential.ALPHA / family
@@ -201,7 +220,7 @@ def run_until_resolved(sweep: Sweep, folder: Path, settings: Settings, profile: 
             log(f"round {round_no}: submitted {len(todo)} run(s) as {len(entry['jobs'])} "
                 f"{executor} job(s); follow them with: perceiver-ablate status {folder}")
         wait_for_runs(folder, ids, poll_s)
-        values, missing = collect(folder, current, settings.metric)
+        values, missing, at_chance = collect(folder, current, settings.metric)
         if missing:
             state = {**header, "rounds": rounds, "decided": list(decided.values()),
                      "state": "failed", "reason": f"{len(missing)} run(s) of round "
@@ -216,9 +235,12 @@ def run_until_resolved(sweep: Sweep, folder: Path, settings: Settings, profile: 
                 continue
             row = judge_one(design, values, level, settings, alpha, round_no)
             (decided if row["verdict"] != sequential.OPEN else opened)[level] = row
-        rounds.append({"round": round_no, "seeds": dict(counts),
+        rounds.append({"round": round_no, "seeds": dict(counts), "at_chance": at_chance,
                        "judged": [*(r for r in decided.values() if r["round"] == round_no),
                                   *opened.values()]})
+        if at_chance:
+            log(f"round {round_no}: {len(at_chance)} diverged run(s) counted at chance "
+                f"accuracy: {', '.join(at_chance)}")
         log(f"round {round_no}: " + "; ".join(
             f"{r['level']}: {r['verdict']} ({interval_text(r)}, {r['seeds']} seeds)"
             for r in rounds[-1]["judged"]))
@@ -273,6 +295,10 @@ def summary(folder: Path) -> str:
     lines = [f"--until-resolved ({state.get('state')}): {len(rounds)} round(s), "
              f"{state.get('reason')}; base {state.get('base')}, --delta {state.get('delta')}, "
              f"intervals anytime-valid at {100 * (1 - state.get('alpha', 0)):.4g}%:"]
+    at_chance = sorted({run for r in rounds for run in r.get("at_chance", [])})
+    if at_chance:
+        lines.append(f"  {len(at_chance)} diverged run(s) counted at chance accuracy: "
+                     f"{', '.join(at_chance)}")
     for row in [*state.get("decided", []), *state.get("open", [])]:
         lines.append(f"  {row['level']}: {row['verdict']} {interval_text(row)} "
                      f"({row['seeds']} seeds, round {row['round']})")

@@ -49,6 +49,7 @@ import optuna
 from optuna.trial import TrialState
 
 from experiments.config import merge, read_user_yaml, resolve
+from experiments.data.registry import check_config
 from perceiver_core.config import ConfigError
 
 STUDY_FILE = "study.yaml"  # the effective study spec, written into its results folder
@@ -128,7 +129,9 @@ class StudySpec:
 
     def config(self, params: Mapping[str, Any]):
         """The RunConfig of one point of the space (ConfigError if it cannot be built)."""
-        return resolve(self.base, params)
+        config = resolve(self.base, params)
+        check_config(config)
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "base": self.base,
@@ -246,11 +249,11 @@ def _check(content: dict, stem: str, overrides: dict, trials: int | None,
     base = merge(base, overrides)
     if preset is not None:
         base["preset"] = preset
-    resolve(base)
+    check_config(resolve(base))
     for param in space:
         for value in param.ends():
             try:
-                resolve(base, {param.key: value})
+                check_config(resolve(base, {param.key: value}))
             except ConfigError as exc:
                 raise ConfigError(f"space.{param.key}: the value {value!r} cannot be built: "
                                   f"{exc}") from None

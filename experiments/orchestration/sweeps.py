@@ -33,6 +33,7 @@ from experiments.config import (
     read_user_yaml,
     resolve,
 )
+from experiments.data.registry import check_config
 
 SWEEP_DIR = Path(__file__).parents[1] / "sweeps"
 SPEC_KEYS = ("description", "base", "grid", "zip", "seeds")
@@ -119,7 +120,7 @@ def expand(spec: Mapping[str, Any], overrides: Mapping[str, Any] = ()) -> list[P
         raise ConfigError(f"override(s) {', '.join(clash)} set a key the sweep varies; drop "
                           "them or edit the sweep's axes")
     try:
-        resolve(base, overrides)
+        check_config(resolve(base, overrides))
     except ConfigError as exc:
         raise ConfigError(f"base: {exc}") from None
     if not axes:
@@ -134,6 +135,7 @@ def expand(spec: Mapping[str, Any], overrides: Mapping[str, Any] = ()) -> list[P
         point = f"point {index + 1}/{len(combos)} ({label})"
         try:
             config = resolve(base, {**overrides, **params})
+            check_config(config)
         except ConfigError as exc:
             raise ConfigError(f"{point}: {exc}") from None
         if config.run_id in seen:

@@ -60,24 +60,6 @@ RC = {
     "image.cmap": "viridis",
 }
 
-LABELS = {
-    "model.arch": "model",
-    "model.num_latents": "latents N",
-    "model.latent_channels": "latent channels D",
-    "model.self_attends_per_block": "self-attends per block",
-    "model.num_cross_attends": "cross-attends",
-    "model.cross_attend_placement": "placement",
-    "model.num_blocks": "blocks",
-    "model.init_scale": "latent init scale",
-    "model.share_cross_attends": "share cross-attends",
-    "model.share_latent_blocks": "share latent blocks",
-    "encoding.num_bands": "Fourier bands",
-    "encoding.max_resolution": "max resolution",
-    "encoding.spacing": "band spacing",
-    "encoding.kind": "position encoding",
-    "data.permute": "permuted",
-    "train.seed": "seed",
-}
 ARCH_NAMES = {"perceiver": "Perceiver", "resnet": "ResNet", "vit": "ViT"}
 
 T = TypeVar("T")
@@ -92,11 +74,6 @@ def context() -> Iterator[None]:
     """
     with matplotlib.rc_context(RC), mock.patch.dict(matplotlib.style.library, {"ggplot": RC}):
         yield
-
-
-def label(column: str) -> str:
-    """How a config column is named on a figure or in a table."""
-    return LABELS.get(column, column.split(".", 1)[-1].replace("_", " "))
 
 
 def styled(build: Callable[..., T]) -> Callable[..., T]:

@@ -3,7 +3,7 @@
 A claim names the knob it is about; it applies to any folder where that knob varies (the
 shipped paper sweeps, the demo, a user's own sweep), so its comparison is between levels
 present in the results, said in the table. Each comparison is judged by the report's one
-Judge (analysis/verdicts.py): the same interval, at the same family-wise level, as the
+Judge (analysis/verdicts/judge.py): the same interval, at the same family-wise level, as the
 effects table's row for the same runs. The verdict is `confirmed` or `contradicted` when
 that interval settles it, else `unresolved at n seeds`; a claim whose knob the folder does
 not vary says which shipped sweep measures it. "Alike" claims are equivalence tests
@@ -20,12 +20,11 @@ from typing import NamedTuple
 import pandas as pd
 from scipy.stats import fisher_exact
 
-from analysis import stats
 from analysis.results import ablation, row_key
-from analysis.verdicts import (
+from analysis.verdicts import stats
+from analysis.verdicts.judge import (
     EQUIVALENT,
     Judge,
-    interval_text,
     judged_runs,
     level_text,
     searched_jointly,
@@ -33,6 +32,7 @@ from analysis.verdicts import (
     sorted_levels,
     verdict_kind,
 )
+from analysis.verdicts.stats import interval_text
 
 CONFIRMED, CONTRADICTED = "confirmed", "contradicted"
 

@@ -26,9 +26,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from analysis import style
-from analysis.figures import Plot
-from analysis.report import save_plots
+from analysis.report import style
+from analysis.report.figures import Plot, save_plots
 from perceiver_core.config import ConfigError
 from perceiver_core.position import grid_positions
 

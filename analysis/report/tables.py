@@ -2,7 +2,7 @@
 
 A table is one row per configuration: the knobs it is about, then any other setting that
 differs between its rows, then accuracy as the mean over completed seeds with its 95% t
-interval in brackets (analysis/stats.py mean_interval: the verdicts' method for one
+interval in brackets (analysis/verdicts/stats.py mean_interval: the verdicts' method for one
 config), FLOPs and params in the paper's units (404.3B, 44.9M). A configuration whose
 every seed diverged shows "diverged" instead of a number.
 """
@@ -16,9 +16,9 @@ from typing import NamedTuple
 import pandas as pd
 
 from analysis.markup import markdown_table
-from analysis.results import ablation, finished, percent
-from analysis.stats import mean_interval
-from analysis.style import ARCH_NAMES, label
+from analysis.report.style import ARCH_NAMES
+from analysis.results import ablation, finished, label, percent
+from analysis.verdicts.stats import mean_interval
 from experiments.formatting import human
 
 

@@ -1,10 +1,13 @@
-"""Paper-style figures from a results frame (analysis.results.load_results).
+"""Paper-style figures from a results frame (analysis.results.load_results) and its
+verdicts (analysis.verdicts.summary: the forest plot of the effects).
 
 Each builder draws what the results hold and returns a `Plot` (figure + caption), or None
-when the results do not contain its axes. Accuracy is the metric analysis.results.pick_metric
-picks for the verdicts too (test accuracy when any completed run has one); the axis label
-says which. Diverged runs are never dropped: they are drawn as red crosses at the bottom
-of the panel at their x value.
+when the results do not contain its axes; `build_figures` lists every builder once (an
+Optuna study's own figures: `study_figures`), and the report, its HTML page and the
+notebook API show what it returns. Accuracy is the
+metric analysis.results.pick_metric picks for the verdicts too (test accuracy when any
+completed run has one); the axis label says which. Diverged runs are never dropped: they
+are drawn as red crosses at the bottom of the panel at their x value.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
-from typing import NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,11 +25,23 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from analysis import style
-from analysis.results import SEED, ablation, config_columns, finished, percent, row_key, varying
-from analysis.stats import PAIRED_MIN, mean_interval
-from analysis.style import label
+from analysis.report import style
+from analysis.results import (
+    SEED,
+    ablation,
+    config_columns,
+    finished,
+    label,
+    percent,
+    row_key,
+    varying,
+)
+from analysis.verdicts.judge import TOO_FEW, VERDICT_COLORS, verdict_kind
+from analysis.verdicts.stats import PAIRED_MIN, mean_interval
 from experiments.formatting import human
+
+if TYPE_CHECKING:
+    from analysis.verdicts.summary import Verdicts
 
 HYPERPARAMETER_AXES = ("model.num_latents", "model.latent_channels",
                        "model.self_attends_per_block", "model.num_cross_attends")  # Fig. 5
@@ -282,8 +298,6 @@ def forest_figure(effects: pd.DataFrame, metric_label: str) -> Plot | None:
     (analysis.verdicts.effects)."""
     from matplotlib.lines import Line2D
 
-    from analysis.verdicts import TOO_FEW, VERDICT_COLORS, verdict_kind
-
     if effects.empty:
         return None
     names = [f"{label(r.knob)}: {r.level} vs {r.base}" + (f" ({r.setting})" if r.setting else "")
@@ -315,15 +329,25 @@ def forest_figure(effects: pd.DataFrame, metric_label: str) -> Plot | None:
                      "ordering).")
 
 
-def build_figures(frame: pd.DataFrame, curves: pd.DataFrame) -> dict[str, Plot]:
-    """Every figure the results support, by file name (no extension)."""
+def build_figures(frame: pd.DataFrame, curves: pd.DataFrame, verdicts: Verdicts
+                  ) -> dict[str, Plot]:
+    """Every figure the results support, by file name (no extension), in the report's
+    order: the report, the notebook API and the HTML page show what this returns, so a new
+    figure is a builder in this module and its entry here."""
     plots = {
+        "forest_effects": forest_figure(verdicts.effects, verdicts.metric.label),
         "fig5_hyperparameters": hyperparameter_figure(frame),
         "fig6_position_encoding": position_encoding_figure(frame),
         "accuracy_vs_cost": pareto_figure(frame),
         "training_curves": curves_figure(curves, frame),
     }
     return {name: plot for name, plot in plots.items() if plot is not None}
+
+
+def save_plots(plots: dict[str, Plot], out_dir: str | Path) -> list[tuple[str, Plot, list[Path]]]:
+    """Write each plot as NAME.pdf and NAME.png; returns (name, plot, paths)."""
+    return [(name, plot, style.save(plot.figure, Path(out_dir) / name))
+            for name, plot in plots.items()]
 
 
 @style.styled

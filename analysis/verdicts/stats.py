@@ -15,12 +15,19 @@ the Bonferroni-adjusted p-values printed beside them (Holm's step-down test reje
 but has no interval that says the same).
 
 Every function takes arrays whose last axis holds the seeds and accepts leading axes, so
-the simulations (analysis/simulation.py) run thousands of replications in one call.
+the simulations (analysis/verdicts/simulation.py) run thousands of replications in one
+call.
+
+What a comparison reports beside its effect, interval and test is listed in one place,
+COMPARISON_STATISTICS: the judge computes each entry and the effects table (JSON and
+Markdown) shows it, so a new statistic is its function and its entry here.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -35,7 +42,7 @@ RESAMPLES = 9999
 # pays with many seeds (docs/verdicts.md).
 PAIRED_MIN = 6
 # Fewer seeds than this on either side give no interval and no `better`/`worse`. Coverage
-# is measured from here on (analysis/simulation.py: at least 93% for every noise model,
+# is measured from here on (analysis/verdicts/simulation.py: at least 93% for every noise model,
 # paired and unpaired); below it each side's spread rests on one degree of freedom, and
 # one collapsed seed of two leaves nothing to judge (docs/verdicts.md).
 MIN_SEEDS = 3
@@ -118,6 +125,35 @@ def improvement_interval(base, level, seed: int = 0) -> tuple[float, float, floa
     low, high = result.confidence_interval
     return point, float(low), float(high)
 
+
+
+def interval_text(value: float, low: float, high: float, spec: str = "+.2f") -> str:
+    """"+1.20 [+0.10, +2.30]": a value with its interval in format `spec` ("-" without a
+    value, the value alone without an interval)."""
+    if math.isnan(value):
+        return "-"
+    if math.isnan(low):
+        return f"{value:{spec}}"
+    return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
+class Statistic(NamedTuple):
+    """A statistic of one comparison, shown beside its effect, interval and test: one or
+    more columns of the effects table (verdicts.json, the effects frame) and one cell of
+    its Markdown. `compute(base, level)` gets each side's seeds oriented so that higher is
+    better and returns one value per column; `text` writes those values as the cell."""
+    columns: tuple[str, ...]
+    header: str
+    compute: Callable[[np.ndarray, np.ndarray], tuple[float, ...]]
+    text: Callable[..., str]
+
+
+# Every statistic a comparison reports beyond its interval and test, in column order; it is
+# computed wherever both sides have MIN_SEEDS seeds. A new statistic is one entry here.
+COMPARISON_STATISTICS = (
+    Statistic(("p_improve", "p_improve_low", "p_improve_high"), "P(level better) [95% CI]",
+              improvement_interval, functools.partial(interval_text, spec=".2f")),
+)
 
 def mean_interval(values) -> tuple[float, float, float]:
     """(mean, low, high) of one config's seeds: the 95% t interval of the mean, the one-

@@ -1,20 +1,21 @@
 """Everything `perceiver-ablate figures` writes for one results folder, and its index.
 
     OUT/index.md            how many runs the folder holds by state, the verdicts
-                            (analysis.verdicts: effects with intervals, paper claims,
-                            importance, seed plan), then every figure and table below,
+                            (analysis.verdicts.summary: effects with intervals, paper
+                            claims, importance, seed plan), then every figure and table below,
                             with captions, then every run by state (analysis.accounting)
                             and the skipped records
     OUT/index.html          the same page, self-contained (figures inline as base64), to
                             open from the file system without a server, mail and open
                             anywhere: values from the run folders are made literal
-                            (analysis.markup) and the page runs no script (analysis.html)
+                            (analysis.markup) and the page runs no script
+                            (analysis.report.html)
     OUT/verdicts.md|json    the verdicts alone, after the runs' account
     OUT/results.parquet     load_results(RESULTS_DIR): one row per run
     OUT/results.csv         the same, for spreadsheets
-    OUT/<figure>.pdf|png    analysis.figures.build_figures (+ study_* when RESULTS_DIR holds
-                            an Optuna journal, study.journal)
-    OUT/<table>.md|tex      analysis.tables.build_tables
+    OUT/<figure>.pdf|png    analysis.report.figures.build_figures (+ study_* when
+                            RESULTS_DIR holds an Optuna journal, study.journal)
+    OUT/<table>.md|tex      analysis.report.tables.build_tables
 """
 
 from __future__ import annotations
@@ -29,21 +30,14 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import accounting as A
-from analysis import style
-from analysis import verdicts as V
-from analysis.figures import Plot, build_figures, forest_figure, study_figures
-from analysis.html import write_html
 from analysis.markup import literal
-from analysis.results import accuracy, load_curves, load_results
-from analysis.tables import build_tables, to_latex, to_markdown
+from analysis.report.figures import Plot, build_figures, save_plots, study_figures
+from analysis.report.html import write_html
+from analysis.report.tables import build_tables, to_latex, to_markdown
+from analysis.results import accuracy, load_curves, load_results, load_studies
+from analysis.verdicts import summary as V
 from experiments.records import atomic_write_bytes, atomic_write_text
 from perceiver_core.config import ConfigError
-
-
-def save_plots(plots: dict[str, Plot], out_dir: str | Path) -> list[tuple[str, Plot, list[Path]]]:
-    """Write each plot as NAME.pdf and NAME.png; returns (name, plot, paths)."""
-    return [(name, plot, style.save(plot.figure, Path(out_dir) / name))
-            for name, plot in plots.items()]
 
 
 def write_study_figures(study, out_dir: str | Path, prefix: str = "",
@@ -51,14 +45,6 @@ def write_study_figures(study, out_dir: str | Path, prefix: str = "",
     """The study helper's entry: Optuna's figures of `study` as PREFIX<name>.pdf|png."""
     plots = {prefix + name: plot for name, plot in study_figures(study, target_name).items()}
     return save_plots(plots, out_dir)
-
-
-def load_studies(results_dir: Path) -> list:
-    """The Optuna study recorded in results_dir (journal file or RDB URL), if any."""
-    from experiments.readback import load_recorded
-
-    study = load_recorded(results_dir)
-    return [study] if study is not None else []
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
@@ -105,9 +91,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None,
     except ValueError as exc:  # an unknown metric or a bad delta: the user's to fix
         raise ConfigError(str(exc)) from None
     write_verdicts(verdicts, accounting, out)
-    forest = forest_figure(verdicts.effects, verdicts.metric.label)
-    figures = save_plots({"forest_effects": forest} if forest else {}, out)
-    figures += save_plots(build_figures(runs, curves), out)
+    figures = save_plots(build_figures(runs, curves, verdicts), out)
     for study in studies:
         prefix = f"{file_name(study.study_name)}_" if len(studies) > 1 else ""
         figures += write_study_figures(study, out, prefix)

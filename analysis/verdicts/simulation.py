@@ -3,8 +3,8 @@
 writes; tests/test_verdicts.py checks its key cells).
 
 Each replication is judged on its own, with its own degrees of freedom, exactly as
-analysis/verdicts.py judges one comparison (stats.difference, stats.interval). Seed noise
-has unit standard deviation, so effects are in noise units; four noise models:
+analysis/verdicts/judge.py judges one comparison (stats.difference, stats.interval). Seed
+noise has unit standard deviation, so effects are in noise units; four noise models:
 
     normal       N(0, 1)
     skewed       1 - Exp(1): a long tail of bad seeds (skewness -2)
@@ -12,8 +12,8 @@ has unit standard deviation, so effects are in noise units; four noise models:
     divergence   normal, but 5% of runs collapse to chance (30 noise units below): what a
                  diverged run counted at chance accuracy looks like
 
-Run `python -m analysis.simulation [REPLICATIONS]` for the full table (numpy-vectorised,
-so thousands of replications per cell are cheap).
+Run `python -m analysis.verdicts.simulation [REPLICATIONS]` for the full table
+(numpy-vectorised, so thousands of replications per cell are cheap).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from analysis import stats
+from analysis.verdicts import stats
 from experiments import sequential
 from experiments.power import seeds_needed
 
