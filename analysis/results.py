@@ -4,7 +4,7 @@
 (`model.num_latents`), the run's metrics (`final.val_acc`, `best.val_acc`, `best.step`, ...),
 `params`, `macs`, `flops`, `status`, `run_id`, `run_dir`; `declared_base(frame)` gives the
 base config the folder's sweep declares (its manifest), the base of every verdict. Records
-are written atomically (experiments/records.py), but a folder can still hold a run that
+are written atomically (experiments/runfolder.py), but a folder can still hold a run that
 has not started, a copy cut short or a hand-edited file: such a run is skipped with a
 warning, never a crash.
 
@@ -32,16 +32,13 @@ import yaml
 
 from experiments.config import SECTIONS
 from experiments.readback import load_recorded, sweep_base, trial_columns
-from experiments.records import (
+from experiments.runfolder import (
     CONFIG,
     FINAL,
-    METRICS,
     RESULT,
     STATUSES,
-    read_json,
-    read_jsonl,
-    read_yaml,
-    run_dirs,
+    RunFolder,
+    run_folders,
     run_status,
 )
 
@@ -70,11 +67,11 @@ def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def run_row(run_dir: Path) -> dict[str, Any]:
+def run_row(run_folder: RunFolder) -> dict[str, Any]:
     """One row; raises ValueError (with the reason) when the records are unusable."""
     try:
-        config = read_yaml(run_dir / CONFIG)
-        result = read_json(run_dir / RESULT)
+        config = run_folder.read_config()
+        result = run_folder.read_result()
     except FileNotFoundError as exc:
         raise ValueError(f"{Path(exc.filename).name} is missing (not started yet?)") from None
     except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: JSON, UnicodeDecode
@@ -87,17 +84,17 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     extras = {k: v for k, v in result.items() if k not in NOT_COLUMNS}
     return {**flatten({s: config[s] for s in SECTIONS}), **flatten(extras),
             "status": run_status(result),  # `interrupted`: says running, but nothing trains it
-            "run_id": result.get("run_id") or run_dir.name, "run_dir": str(run_dir)}
+            "run_id": result.get("run_id") or run_folder.id, "run_dir": str(run_folder)}
 
 
 def load_results(results_dir: str | Path) -> pd.DataFrame:
     """One row per readable run below `results_dir` (any mix of statuses)."""
     rows = []
-    for run_dir in run_dirs(results_dir):
+    for run_folder in run_folders(results_dir):
         try:
-            rows.append(run_row(run_dir))
+            rows.append(run_row(run_folder))
         except ValueError as exc:
-            warnings.warn(f"skipping run {run_dir}: {exc}", RecordWarning, stacklevel=2)
+            warnings.warn(f"skipping run {run_folder}: {exc}", RecordWarning, stacklevel=2)
     frame = pd.DataFrame(rows)
     trials = trial_columns(results_dir)  # a study's trial number/state/value per run
     if trials is not None and len(frame):  # the storage's trial columns over the records'
@@ -133,9 +130,8 @@ def load_curves(results_dir: str | Path, runs: pd.DataFrame | None = None) -> pd
     runs = load_results(results_dir) if runs is None else runs
     frames = []
     for run in runs.itertuples(index=False):
-        path = Path(run.run_dir) / METRICS
         try:
-            rows = read_jsonl(path)
+            rows = RunFolder(run.run_dir).read_metrics()
         except (OSError, ValueError) as exc:
             warnings.warn(f"skipping curves of {run.run_dir}: {exc}", RecordWarning, stacklevel=2)
             continue

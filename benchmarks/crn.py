@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 
 from experiments.orchestration.sweeps import SEED_KEY, load_sweep
-from experiments.records import RESULT, read_json
+from experiments.runfolder import RunFolder
 
 HERE = Path(__file__).resolve().parent
 METRIC = "test_acc"
@@ -33,10 +33,11 @@ def accuracies(folder: Path, sweep: str, overrides: list[str]) -> dict[tuple, di
     """{config's params (seed excluded): {seed: test accuracy in points}}."""
     out: dict[tuple, dict[int, float]] = {}
     for point in load_sweep(sweep, overrides).points:
-        path = folder / point.run_id / RESULT
+        run_folder = RunFolder.of(folder, point.config)
+        path = run_folder.result_file
         if not path.is_file():
             raise SystemExit(f"{path} is missing: finish the sweep in {folder} first")
-        result = read_json(path)
+        result = run_folder.read_result()
         if result.get("status") != "completed":
             raise SystemExit(f"{path}: status {result.get('status')}, not completed")
         config = tuple((k, v) for k, v in point.params.items() if k != SEED_KEY)

@@ -45,6 +45,7 @@ from experiments.distributed import Distributed
 from experiments.engine import STEPS
 from experiments.orchestration.sweeps import load_sweep
 from experiments.packing import Seed
+from experiments.runfolder import RunFolder
 from experiments.train import Run
 
 HERE = Path(__file__).resolve().parent
@@ -65,7 +66,8 @@ def runs(cfg: RunConfig, seeds: int, root: Path, splits) -> list[Run]:
     env = Distributed(0, 1, DEVICE)
     built = []
     for seed in range(seeds):
-        run = Run(cfg.replace({"train.seed": seed}), root / f"seed{seed}", env, None, splits)
+        run = Run(cfg.replace({"train.seed": seed}), RunFolder(root / f"seed{seed}"), env, None,
+                  splits)
         run.start()
         built.append(run)
     return built

@@ -8,4 +8,5 @@ class DataError(Exception):
 
 
 class CheckpointError(Exception):
-    """No checkpoint where one was asked for."""
+    """No checkpoint where one was asked for, or a run folder's checkpoint written by
+    another run than the one about to resume from it."""

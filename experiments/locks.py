@@ -10,15 +10,12 @@ mount the folder over a file system with working flock, such as NFSv4 or Lustre)
   queued and submits only what is still missing (no run twice, no submission lost).
   Waiting is right here: a turn lasts as long as a submission (seconds), and giving up
   after FOLDER_TIMEOUT_S says what is holding it.
-- the run lock (`<run folder>/.train.lock`): held by the one process that trains the
-  run. A second trainer refuses at once instead of waiting: the holder may train for
-  hours, and a job that waited would hold a cluster slot for nothing, then find the
-  run finished anyway.
+- the run lock (`<run folder>/.train.lock`, experiments.runfolder.RunFolder.lock): held
+  by the one process that trains the run; a second trainer refuses at once.
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,12 +25,8 @@ from filelock import FileLock, Timeout
 from experiments.records import STORAGE_ERRORS, storage_error
 from perceiver_core.config import ConfigError
 
-FOLDER_LOCK, RUN_LOCK = ".submit.lock", ".train.lock"
+FOLDER_LOCK = ".submit.lock"
 FOLDER_TIMEOUT_S = 120.0
-
-
-class RunBusy(ConfigError):
-    """Another process is training this run folder right now."""
 
 
 def acquire(lock: FileLock, timeout_s: float) -> None:
@@ -61,24 +54,6 @@ def folder_lock(folder: str | Path, timeout_s: float = FOLDER_TIMEOUT_S) -> Iter
             f"{folder} is locked by another submission for more than {timeout_s:.0f} s "
             f"({folder / FOLDER_LOCK}): another `perceiver-ablate sweep|study|status` into "
             "this folder is still running; wait for it and try again") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-@contextmanager
-def run_lock(run_dir: str | Path) -> Iterator[None]:
-    """Hold the trainer's lock of `run_dir` (creating the folder), or raise RunBusy."""
-    run_dir = Path(run_dir)
-    lock = FileLock(run_dir / RUN_LOCK)
-    try:
-        acquire(lock, 0)
-    except Timeout:
-        raise RunBusy(
-            f"{run_dir} is being trained by another process right now (it holds "
-            f"{run_dir / RUN_LOCK}); this one ({socket.gethostname()}) leaves it alone: wait "
-            "for that run to end (perceiver-ablate status shows it), or stop it first") from None
     try:
         yield
     finally:

@@ -30,7 +30,7 @@ import yaml
 
 from experiments.config import RunConfig
 from experiments.orchestration.study import public_url
-from experiments.records import CONFIG, METRICS, RESULT, read_json, read_jsonl, read_yaml, run_dirs
+from experiments.runfolder import RunFolder, run_folders
 from experiments.tensorboard import hparams, row_time, run_label, scalars, test_row, timestamp
 from perceiver_core.config import ConfigError
 
@@ -84,13 +84,13 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def run_records(run_dir: Path) -> dict[str, Any]:
+def run_records(run_folder: RunFolder) -> dict[str, Any]:
     """What one run folder exports, with its fingerprint (the heartbeat left out: a view
     changes when the run does, not when it breathes)."""
-    config = read_yaml(run_dir / CONFIG)
+    config = run_folder.read_config()
     cfg = RunConfig.from_dict(config)
-    result = read_json(run_dir / RESULT)
-    rows = read_jsonl(run_dir / METRICS)
+    result = run_folder.read_result()
+    rows = run_folder.read_metrics()
     kept = {k: result.get(k) for k in ("status", "step", "final", "best", "error")}
     return {"cfg": cfg, "result": result, "rows": rows,
             "fingerprint": fingerprint(config, rows, kept)}
@@ -158,11 +158,11 @@ class Exporter:
                 self.client.delete_run(run_id)
         return keep is None
 
-    def export_run(self, run_dir: Path) -> str:
+    def export_run(self, run_folder: RunFolder) -> str:
         """'new', 'updated' or 'unchanged'."""
         from mlflow.entities import Metric, Param
 
-        records = run_records(run_dir)
+        records = run_records(run_folder)
         cfg, result = records["cfg"], records["result"]
         key = str(result.get("run_id") or cfg.run_id)
         known = key in self.existing
@@ -171,9 +171,9 @@ class Exporter:
         start = timestamp(result.get("started_at"))
         tags = {f"{TAG}run_id": key, f"{TAG}status": str(result.get("status")),
                 f"{TAG}seed": str(cfg.train.seed), f"{TAG}sweep": self.results_dir.resolve().name,
-                f"{TAG}run_dir": str(run_dir.resolve()),
+                f"{TAG}run_dir": str(run_folder.path.resolve()),
                 "mlflow.source.name": "perceiver-ablate"}
-        run = self.client.create_run(self.experiment_id, run_name=run_label(run_dir, cfg),
+        run = self.client.create_run(self.experiment_id, run_name=run_label(run_folder, cfg),
                                      start_time=int(1000 * start) if start else None, tags=tags)
         run_id = run.info.run_id
         params = [Param(k, str(v)) for k, v in hparams(cfg).items()]
@@ -223,7 +223,7 @@ def export_mlflow(results_dir: str | Path, tracking_uri: str | None = None,
     """Export every run folder below results_dir; returns how many were new, updated and
     unchanged (and the report's fate under `report`)."""
     results_dir = Path(results_dir)
-    folders = list(run_dirs(results_dir)) if results_dir.is_dir() else []
+    folders = list(run_folders(results_dir)) if results_dir.is_dir() else []
     if not folders:
         raise ConfigError(f"no run folders under {results_dir} (expected <run-id>/config.yaml;"
                           " see `perceiver-ablate status`)")
@@ -240,14 +240,14 @@ def export_mlflow(results_dir: str | Path, tracking_uri: str | None = None,
             f"({type(exc).__name__}: {why[:200]}): fix --tracking-uri (e.g. "
             "http://HOST:5000 for a server, or postgresql+psycopg2://USER@HOST/DB)") from None
     counts = {"new": 0, "updated": 0, "unchanged": 0, "skipped": 0}  # skipped: no records
-    for run_dir in folders:
-        if not (run_dir / RESULT).is_file():
+    for run_folder in folders:
+        if not run_folder.result_file.is_file():
             counts["skipped"] += 1  # not started yet: nothing to show
             continue
         try:
-            counts[exporter.export_run(run_dir)] += 1
+            counts[exporter.export_run(run_folder)] += 1
         except (OSError, ValueError, ConfigError, yaml.YAMLError) as exc:
-            print(f"skipping run {run_dir}: {str(exc).splitlines()[0]}", file=sys.stderr)
+            print(f"skipping run {run_folder}: {str(exc).splitlines()[0]}", file=sys.stderr)
             counts["skipped"] += 1
     counts["report"] = exporter.export_report()
     counts["experiment"] = exporter.name

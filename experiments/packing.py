@@ -24,17 +24,17 @@ can add seeds to a config later and train them as a pack of their own.
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import ExitStack
-from pathlib import Path
 
 from experiments.config import RunConfig
 from experiments.data import load_splits
 from experiments.distributed import init_distributed
 from experiments.engine import STEPS, pack_step
-from experiments.locks import run_lock
+from experiments.runfolder import RunFolder
 from experiments.seeding import rng_state, set_rng_state
-from experiments.train import Run, finished_result, record_failure, train_run
+from experiments.train import Run, record_failure, train_run
 from perceiver_core.config import ConfigError
 
 # The keys that tell the seeds of one config apart.
@@ -83,23 +83,25 @@ class Seed:
         return None
 
 
-def train_pack(cfgs: list[RunConfig], run_dirs: list[Path], step: str = "auto") -> list[dict]:
-    """Train the seeds `cfgs` (one config, seeds apart) into `run_dirs`, each optimizer step
-    of the live seeds by `step` (pack_step), and return their result.json in order.
-    Finished runs are returned as they are; a seed that fails records `failed` and the
+def train_pack(cfgs: list[RunConfig], run_folders: list[RunFolder | str | os.PathLike],
+               step: str = "auto") -> list[dict]:
+    """Train the seeds `cfgs` (one config, seeds apart) into `run_folders` (RunFolders or
+    their paths), each optimizer step of the live seeds by `step` (pack_step), and return
+    their result.json in order. Finished runs are returned as they are; a seed that fails
+    records `failed` (one whose checkpoint is another run's records nothing) and the
     others train on; a RuntimeError naming the failures is raised at the end. A run folder
     another process trains raises RunBusy before anything is trained."""
-    if len(cfgs) != len(run_dirs):
-        raise ValueError(f"{len(cfgs)} configs for {len(run_dirs)} run folders")
+    if len(cfgs) != len(run_folders):
+        raise ValueError(f"{len(cfgs)} configs for {len(run_folders)} run folders")
     if len({pack_key(cfg) for cfg in cfgs}) > 1:
         raise ConfigError("a pack holds the seeds of one config: these configs differ in "
                           "more than train.seed, train.data_seed and train.init_seed")
-    run_dirs = [Path(d) for d in run_dirs]
+    folders = [RunFolder(f) for f in run_folders]
     env = init_distributed()
     take_step = STEPS[pack_step(cfgs[0], env.device, step)]()
     if len(cfgs) == 1:
-        return [train_run(cfgs[0], run_dirs[0])]
-    results = [finished_result(cfg, d) for cfg, d in zip(cfgs, run_dirs, strict=True)]
+        return [train_run(cfgs[0], folders[0])]
+    results = [f.finished_result(cfg) for cfg, f in zip(cfgs, folders, strict=True)]
     todo = [i for i, result in enumerate(results) if result is None]
     if not todo:
         return results
@@ -108,10 +110,10 @@ def train_pack(cfgs: list[RunConfig], run_dirs: list[Path], step: str = "auto") 
     failures: list[str] = []
     with ExitStack() as locks:
         for i in todo:
-            run = Run(cfgs[i], run_dirs[i], env, None, splits)
+            run = Run(cfgs[i], folders[i], env, None, splits)
             if env.is_main:
-                locks.enter_context(run_lock(run_dirs[i]))
-            results[i] = finished_result(cfgs[i], run_dirs[i])  # by another process meanwhile
+                locks.enter_context(folders[i].lock())
+            results[i] = folders[i].finished_result(cfgs[i])  # by another process meanwhile
             if results[i] is not None:
                 continue
             try:
@@ -152,6 +154,6 @@ def train_pack(cfgs: list[RunConfig], run_dirs: list[Path], step: str = "auto") 
 
 def fail(run: Run, exc: Exception, failures: list[str]) -> None:
     record_failure(run, exc)
-    print(f"run {run.run_dir} of the pack failed: {type(exc).__name__}: {exc}",
+    print(f"run {run.folder} of the pack failed: {type(exc).__name__}: {exc}",
           file=sys.stderr, flush=True)
-    failures.append(f"{run.run_dir.name}: {type(exc).__name__}: {exc}")
+    failures.append(f"{run.folder.id}: {type(exc).__name__}: {exc}")

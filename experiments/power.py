@@ -88,16 +88,16 @@ def pilot_spread(results_dir, metric: str) -> tuple[float, int, int]:
 
     import yaml
 
-    from experiments.records import CONFIG, RESULT, read_json, run_dirs
+    from experiments.runfolder import run_folders
 
     folder = Path(results_dir)
     if not folder.is_dir():
         raise ValueError(f"pilot folder {str(folder)!r} does not exist")
     groups: dict[str, list[float]] = {}
-    for run_dir in run_dirs(folder):
+    for run_folder in run_folders(folder):
         try:
-            result = read_json(run_dir / RESULT)
-            config = yaml.safe_load((run_dir / CONFIG).read_text())
+            result = run_folder.read_result()
+            config = run_folder.read_config()
         except (OSError, ValueError, yaml.YAMLError):
             continue  # not started, or unreadable: it tells nothing about seed noise
         value = metric_value(result, metric)

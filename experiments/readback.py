@@ -17,7 +17,7 @@ from experiments.data import Batch, InputSpec, input_spec, load_splits
 from experiments.errors import CheckpointError
 from experiments.orchestration.study import load_recorded, trial_columns
 from experiments.orchestration.tracking import read_manifest
-from experiments.records import CHECKPOINT
+from experiments.runfolder import CHECKPOINT, RunFolder
 
 __all__ = ["Examples", "class_count", "index_shape", "load_recorded", "load_trained",
            "sweep_base", "test_examples", "trial_columns"]
@@ -29,7 +29,7 @@ def load_trained(path: str | Path) -> tuple[torch.nn.Module, RunConfig]:
     from experiments.factory import build_for
 
     path = Path(path)
-    checkpoint = path / CHECKPOINT if path.is_dir() else path
+    checkpoint = RunFolder(path).checkpoint_file if path.is_dir() else path
     if not checkpoint.is_file():
         raise CheckpointError(f"no checkpoint at {checkpoint}: pass a run folder holding "
                               f"{CHECKPOINT} (perceiver-ablate train prints it) or the file "

@@ -33,15 +33,8 @@ from typing import Any
 import yaml
 
 from experiments.config import RunConfig, short_hash
-from experiments.records import (
-    CONFIG,
-    METRICS,
-    RESULT,
-    atomic_write_bytes,
-    read_json,
-    read_jsonl,
-    read_yaml,
-)
+from experiments.records import atomic_write_bytes, read_yaml
+from experiments.runfolder import RunFolder
 
 EVENTS = "tb"
 MAX_LABEL = 200  # bytes; file systems allow 255 per folder name
@@ -74,18 +67,18 @@ def searched(folder: Path, cfg: RunConfig) -> dict[str, Any] | None:
     return {key: flat[key] for key in space if key in flat}
 
 
-def run_label(run_dir: Path, cfg: RunConfig) -> str:
+def run_label(run_folder: RunFolder, cfg: RunConfig) -> str:
     """The readable name of a run: its sweep's knob values (from the sweep's manifest) or
     its study's searched keys, when the run folder is in such a folder; else the keys its
     config sets away from the defaults, data aside. The seed always."""
     from experiments.orchestration.tracking import read_manifest
 
     try:
-        runs = read_manifest(run_dir.parent)["runs"]
+        runs = read_manifest(run_folder.path.parent)["runs"]
         params = next((dict(r.get("params") or {}) for r in runs
                        if r.get("run_id") == cfg.run_id), None)
         if params is None:
-            params = searched(run_dir.parent, cfg)
+            params = searched(run_folder.path.parent, cfg)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
         params = None  # an unreadable manifest or study file: the config alone names it
     if params is None:
@@ -201,12 +194,12 @@ class EventLog:
     tensorboard` rebuilds it later from the records. (TensorBoard's own writers write from
     a thread, whose failures would surface late, as tracebacks.)"""
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, rows: Iterable[Mapping[str, Any]],
-                 started_at: str | None = None):
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_folder: RunFolder, cfg: RunConfig,
+                 rows: Iterable[Mapping[str, Any]], started_at: str | None = None):
+        self.run_folder = run_folder
         self.start = timestamp(started_at)
-        label = run_label(self.run_dir, cfg)
-        folder = self.run_dir / EVENTS
+        label = run_label(run_folder, cfg)
+        folder = run_folder.path / EVENTS
         self.path: Path | None = folder / label / (
             f"events.out.tfevents.{int(self.start or time.time()):010d}.{socket.gethostname()}")
         data = record(event(0, self.start, file_version="brain.Event:2"))
@@ -219,7 +212,7 @@ class EventLog:
             self.stop(exc)
 
     def stop(self, exc: OSError) -> None:
-        print(f"warning: TensorBoard events of {self.run_dir} stop here ({exc.strerror or exc});"
+        print(f"warning: TensorBoard events of {self.run_folder} stop here ({exc.strerror or exc});"
               " the records are intact: `perceiver-ablate export tensorboard` rebuilds them",
               file=sys.stderr, flush=True)
         self.path = None
@@ -248,8 +241,8 @@ class EventLog:
         self.path = None
 
 
-def export_run(run_dir: Path) -> None:
+def export_run(run_folder: RunFolder) -> None:
     """Rebuild a run's event files from its records (config, metrics.jsonl, result.json)."""
-    cfg = RunConfig.from_dict(read_yaml(run_dir / CONFIG))
-    result = read_json(run_dir / RESULT) if (run_dir / RESULT).is_file() else {}
-    EventLog(run_dir, cfg, read_jsonl(run_dir / METRICS), result.get("started_at")).close(result)
+    cfg = RunConfig.from_dict(run_folder.read_config())
+    result = run_folder.read_result() if run_folder.result_file.is_file() else {}
+    EventLog(run_folder, cfg, run_folder.read_metrics(), result.get("started_at")).close(result)

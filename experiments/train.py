@@ -1,6 +1,7 @@
-"""One training run's lifecycle: `train_run(cfg, run_dir)` trains, evaluates and records
+"""One training run's lifecycle: `train_run(cfg, run_folder)` trains, evaluates and records
 (docs/design.md, "Data flow"); the maths of a step and of an evaluation are
-experiments/engine.py's, the model experiments/factory.py's.
+experiments/engine.py's, the model experiments/factory.py's, the run folder's files, lock
+and the check that a checkpoint is this run's experiments/runfolder.py's.
 
 The loop is deliberately plain: draw a batch, step, and every `train.eval_every` steps
 evaluate on the validation split, append a metrics row, checkpoint and refresh
@@ -30,7 +31,6 @@ import traceback
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -39,27 +39,12 @@ from experiments.config import RunConfig
 from experiments.data import load_splits
 from experiments.distributed import Distributed, init_distributed, job_id
 from experiments.engine import autocast_dtype, evaluate, prepare_training, train_step
+from experiments.errors import CheckpointError
 from experiments.factory import config_flops, initial_model
 from experiments.formatting import duration
 from experiments.host import now_iso, versions
-from experiments.locks import run_lock
-from experiments.records import (
-    CHECKPOINT,
-    CONFIG,
-    FINAL,
-    METRICS,
-    RESULT,
-    STATUSES,
-    RecordWriteError,
-    append_jsonl,
-    atomic_write_bytes,
-    read_json,
-    read_jsonl,
-    read_yaml,
-    write_json,
-    write_jsonl,
-    write_yaml,
-)
+from experiments.records import RecordWriteError
+from experiments.runfolder import STATUSES, RunFolder
 from experiments.seeding import rng_state, set_rng_state
 from experiments.tensorboard import EventLog
 from perceiver_core.config import ConfigError
@@ -67,26 +52,29 @@ from perceiver_core.config import ConfigError
 LOG_INTERVAL_S = 15.0  # seconds between progress lines on stderr
 
 
-def train_run(cfg: RunConfig, run_dir: Path, *,
+def train_run(cfg: RunConfig, run_folder: RunFolder | str | os.PathLike, *,
               on_eval: Callable[[dict], None] | None = None) -> dict:
-    """Train `cfg` into run_dir (resuming from its checkpoint) and return result.json.
+    """Train `cfg` into `run_folder` (a RunFolder or its path), resuming from its
+    checkpoint, and return result.json.
 
     A finished run (completed or diverged) of the same config is returned as it is. A
     RunStopped from on_eval records its status and propagates; any other exception
     records `failed` with its traceback tail and propagates. A non-finite loss ends the
     run as `diverged` with the last finite metrics. One process trains a run folder at a
-    time: a second one raises RunBusy before it writes anything (experiments/locks.py).
-    A record that the file system refuses (full, read-only) raises RecordWriteError,
-    after recording `failed` if that small write still succeeds; the last checkpoint is
-    intact, so the same call resumes once there is room.
+    time: a second one raises RunBusy before it writes anything (RunFolder.lock), and a
+    checkpoint written by another run raises CheckpointError, also before anything is
+    written (RunFolder.check_checkpoint). A record that the file system refuses (full,
+    read-only) raises RecordWriteError, after recording `failed` if that small write
+    still succeeds; the last checkpoint is intact, so the same call resumes once there is
+    room.
     """
-    run_dir = Path(run_dir)
-    result = finished_result(cfg, run_dir)
+    folder = RunFolder(run_folder)
+    result = folder.finished_result(cfg)
     if result is not None:
         return result
-    run = Run(cfg, run_dir, init_distributed(), on_eval)
-    with run_lock(run_dir) if run.env.is_main else nullcontext():
-        result = finished_result(cfg, run_dir)  # finished by another process meanwhile
+    run = Run(cfg, folder, init_distributed(), on_eval)
+    with folder.lock() if run.env.is_main else nullcontext():
+        result = folder.finished_result(cfg)  # finished by another process meanwhile
         if result is not None:
             return result
         try:
@@ -101,7 +89,10 @@ def train_run(cfg: RunConfig, run_dir: Path, *,
 
 
 def record_failure(run: Run, exc: Exception) -> None:
-    """Record `failed` with the exception and its traceback's tail."""
+    """Record `failed` with the exception and its traceback's tail; a CheckpointError is
+    not recorded: the folder's records may be another run's, and nothing was trained."""
+    if isinstance(exc, CheckpointError):
+        return
     tail = "".join(traceback.format_exception(exc)[-6:])
     record_end(run, "failed", f"{type(exc).__name__}: {exc}\n{tail}")
 
@@ -113,22 +104,6 @@ def record_end(run: Run, status: str, error: str) -> None:
         run.write_result(status, error=error)
     except RecordWriteError as exc:
         log(f"could not record status {status!r} either: {exc.strerror}", run.env)
-
-
-def finished_result(cfg: RunConfig, run_dir: Path) -> dict | None:
-    """result.json of a finished run of this config in run_dir, if any. A run_dir that
-    belongs to another run is an error: a run folder holds exactly one run (its config may
-    differ from this one in non-semantic keys, e.g. data.num_workers, and still be it)."""
-    if (run_dir / CONFIG).is_file():
-        stored = RunConfig.from_dict(read_yaml(run_dir / CONFIG))
-        if stored.run_id != cfg.run_id:
-            raise ConfigError(f"{run_dir} holds another run (run id {stored.run_id}; this "
-                              f"config is {cfg.run_id}): choose another --out folder")
-    if (run_dir / RESULT).is_file():
-        result = read_json(run_dir / RESULT)
-        if result.get("status") in FINAL:
-            return result
-    return None
 
 
 class RunStopped(Exception):
@@ -143,8 +118,6 @@ class RunStopped(Exception):
 
 
 @dataclass
-
-
 class Progress:
     """What a checkpoint holds besides weights, optimizer and RNG: enough to go on exactly."""
 
@@ -163,10 +136,11 @@ class Progress:
 class Run:
     """The state of one run in this process, and the records it writes (rank 0 only)."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, env: Distributed, on_eval, splits=None):
+    def __init__(self, cfg: RunConfig, folder: RunFolder, env: Distributed, on_eval,
+                 splits=None):
         """`splits`: cfg's data (load_splits), when the caller has loaded it already (the
         seeds of a pack share one copy)."""
-        self.cfg, self.run_dir, self.env, self.on_eval = cfg, run_dir, env, on_eval
+        self.cfg, self.folder, self.env, self.on_eval = cfg, folder, env, on_eval
         tc = cfg.train
         # bf16 asked for on a GPU without it fails here, before anything is written.
         if autocast_dtype(cfg, env.device) is None and tc.precision == "auto" \
@@ -238,7 +212,7 @@ class Run:
             "started_at": p.started_at, "updated_at": now_iso(), "heartbeat": time.time(),
             "error": error, **self.description()}
         if self.env.is_main:
-            write_json(self.run_dir / RESULT, result)
+            self.folder.write_result(result)
         if self.events is not None and status != "running":
             self.events.close(result)
             self.events = None
@@ -264,16 +238,18 @@ class Run:
                     "scheduler": self.scheduler.state_dict(), "step": self.progress.step,
                     "config": self.cfg.to_dict(), "progress": asdict(self.progress),
                     "rng": rng}, buffer)
-        atomic_write_bytes(self.run_dir / CHECKPOINT, buffer.getvalue())
+        self.folder.write_checkpoint(buffer.getvalue())
 
     def start(self) -> None:
-        """Create the run folder, or resume from its checkpoint."""
-        path = self.run_dir / CHECKPOINT
+        """Create the run folder, or resume from its checkpoint (once it is shown to be this
+        run's: nothing is written before)."""
+        path = self.folder.checkpoint_file
         if path.is_file():
             # On the CPU: the RNG states must be CPU tensors, and load_state_dict copies
             # weights and optimizer state to wherever the model is (a run may move
             # between a GPU and a CPU node).
             state = torch.load(path, map_location="cpu", weights_only=True)
+            self.folder.check_checkpoint(state, self.cfg)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -285,20 +261,20 @@ class Run:
             self.wall_base = self.progress.wall_time_s
             self.session_step = self.progress.step
         try:  # the sessions so far, including one that ended after the checkpoint
-            self.sessions = list(read_json(self.run_dir / RESULT).get("sessions") or [])
+            self.sessions = list(self.folder.read_result().get("sessions") or [])
         except (OSError, ValueError, AttributeError):
             self.sessions = []  # a first start, or a record from before sessions were kept
         self.sessions.append(new_session(self.progress.step, self.env))
-        rows = [r for r in read_jsonl(self.run_dir / METRICS) if r["step"] <= self.progress.step]
+        rows = [r for r in self.folder.read_metrics() if r["step"] <= self.progress.step]
         if rows:
             self.final = {k: rows[-1][k] for k in self.final_keys()}
         if self.env.is_main:
-            write_yaml(self.run_dir / CONFIG, self.cfg.to_dict())
-            write_jsonl(self.run_dir / METRICS, rows)
-            self.events = EventLog(self.run_dir, self.cfg, rows, self.progress.started_at)
+            self.folder.write_config(self.cfg)
+            self.folder.write_metrics(rows)
+            self.events = EventLog(self.folder, self.cfg, rows, self.progress.started_at)
             self.write_result("running")
         if self.progress.step:
-            log(f"resumed {self.run_dir} at step {self.progress.step}/{self.total_steps}",
+            log(f"resumed {self.folder} at step {self.progress.step}/{self.total_steps}",
                 self.env)
 
     def final_keys(self) -> tuple[str, ...]:
@@ -326,7 +302,7 @@ class Run:
             p.best_val_score, p.best_step = val_score, p.step
         self.final = {k: row[k] for k in self.final_keys()}
         if self.env.is_main:
-            append_jsonl(self.run_dir / METRICS, row)
+            self.folder.append_metrics(row)
             self.events.add(row)
         val = "-" if val_score is None else f"{val_loss:.4f} / {100 * val_score:.2f}%"
         best = ("-" if p.best_val_score is None

@@ -1,6 +1,6 @@
 """Analysis: results folder -> DataFrame -> figures, tables and index (issue 7).
 
-One synthetic results folder, written with experiments.records in the layout of its
+One synthetic results folder, written with experiments.runfolder in the layout of its
 docstring, holds one-knob sweeps around a base config (every Fig. 5/6 axis and every
 table's knobs, three seeds each), diverged runs (last finite metrics, NaN loss), a failed and
 a running run, corrupt records and a tiny real Optuna study in study.journal. Accuracies,
@@ -33,6 +33,7 @@ from experiments import records  # noqa: E402
 from experiments.cli import main  # noqa: E402
 from experiments.config import resolve  # noqa: E402
 from experiments.orchestration.study import JOURNAL_FILE, STUDY_FILE  # noqa: E402
+from experiments.runfolder import RunFolder  # noqa: E402
 
 # pinned here, not taken from the preset, so retuning the preset cannot move the axes
 BASE = {"train.epochs": 1, "data.train_subset": 512, "model.latent_channels": 128,
@@ -86,14 +87,14 @@ def write_run(root: Path, overrides: dict, seed: int, status: str) -> tuple[str,
     config = resolve({}, {**BASE, **overrides, "train.seed": seed})
     flat = config.flat()
     known = synthetic(flat, seed)
-    run_dir = root / config.run_id
-    if run_dir.exists():  # the base config is a point of every sweep: one run, as in a sweep
+    run = RunFolder.of(root, config)
+    if run.path.exists():  # the base config is a point of every sweep: one run, as in a sweep
         return config.run_id, flat
-    records.write_yaml(run_dir / records.CONFIG, config.to_dict())
+    run.write_config(config)
     steps = (100, 200, 300)
     for i, step in enumerate(steps):
         loss = math.nan if status == "diverged" and step == steps[-1] else 2.0 / (i + 1)
-        records.append_jsonl(run_dir / records.METRICS, {
+        run.append_metrics({
             "step": step, "epoch": i + 1, "time_s": 1.0 * step, "lr": 1e-3, "train_loss": loss,
             "train_acc": known["train_acc"] - 0.1 * (2 - i), "val_loss": 1.0 / (i + 1),
             "val_acc": known["acc"] - 0.1 * (2 - i), "samples_per_s": 500.0})
@@ -105,7 +106,7 @@ def write_run(root: Path, overrides: dict, seed: int, status: str) -> tuple[str,
     if status == "diverged":  # last finite metrics (an evaluation before the NaN)
         final = {"val_acc": known["acc"] - 0.21, "val_loss": 1.0, "train_loss": 1.0,
                  "train_acc": 0.5}
-    records.write_json(run_dir / records.RESULT, {
+    run.write_result({
         "run_id": config.run_id, "status": status, "step": 300, "epoch": 3,
         "final": final if status != "failed" else {},
         "best": {"val_acc": final.get("val_acc"), "step": 300} if status != "failed" else {},
@@ -136,17 +137,17 @@ def results_dir(tmp_path_factory) -> Path:
         expected[run_id] = "interrupted" if status == "running" else status
     # corrupt and half-written records
     (root / "torn").mkdir()
-    records.write_yaml(root / "torn" / records.CONFIG, resolve({}, BASE).to_dict())
-    (root / "torn" / records.RESULT).write_text('{"run_id": "torn", "status": "compl')
+    RunFolder(root / "torn").write_config(resolve({}, BASE))
+    RunFolder(root / "torn").result_file.write_text('{"run_id": "torn", "status": "compl')
     (root / "not-started").mkdir()
-    records.write_yaml(root / "not-started" / records.CONFIG, resolve({}, BASE).to_dict())
+    RunFolder(root / "not-started").write_config(resolve({}, BASE))
     (root / "garbage").mkdir()
-    (root / "garbage" / records.CONFIG).write_text("model: [unclosed\n")
-    (root / "garbage" / records.RESULT).write_text('{"status": "completed"}')
+    RunFolder(root / "garbage").config_file.write_text("model: [unclosed\n")
+    RunFolder(root / "garbage").result_file.write_text('{"status": "completed"}')
     # a readable run whose metrics file lost its tail
     torn_curve, _ = write_run(root, {"model.num_latents": 16, "train.lr": 0.002}, 0, "completed")
     expected[torn_curve] = "completed"
-    with (root / torn_curve / records.METRICS).open("a") as f:
+    with RunFolder(root / torn_curve).metrics_file.open("a") as f:
         f.write('{"step": 400, "val_a')
     # a tiny real Optuna study in the folder's journal
     storage = optuna.storages.JournalStorage(

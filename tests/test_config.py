@@ -14,8 +14,8 @@ from experiments.config import (
     presets,
     valid_keys,
 )
-from experiments.identity import migrate
 from experiments.records import write_yaml
+from experiments.runfolder import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 

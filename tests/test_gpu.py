@@ -35,7 +35,8 @@ from experiments.distributed import Distributed
 from experiments.engine import autocast, autocast_dtype, prepare_training, to_device, train_step
 from experiments.factory import build_for
 from experiments.host import COMPILE_CACHE_ENV, use_compile_cache
-from experiments.records import CHECKPOINT, RESULT, read_json
+from experiments.records import read_json
+from experiments.runfolder import CHECKPOINT, RESULT
 from perceiver_core.config import ConfigError
 
 DRY = os.environ.get("PERCEIVER_GPU_DRY") == "1"

@@ -5,20 +5,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from experiments.cli import main
 from experiments.config import NON_SEMANTIC, RunConfig, TrainConfig, load_config, short_hash
+from experiments.errors import CheckpointError
 from experiments.orchestration.sweeps import load_sweep
-from experiments.records import (
-    CHECKPOINT,
-    CONFIG,
-    METRICS,
-    RESULT,
-    read_json,
-    read_jsonl,
-    read_yaml,
-)
+from experiments.records import read_json, read_jsonl, read_yaml
+from experiments.runfolder import CHECKPOINT, CONFIG, METRICS, RESULT, RunFolder, migrate
 from experiments.train import train_run
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -177,3 +172,58 @@ def test_a_train_folder_of_the_earlier_id_is_returned_not_retrained(tmp_path, mo
     assert out.strip() == str(Path("results") / "train" / cfg.run_id)
     assert "completed at step 2" in err and "eval step" not in err  # nothing trained
     assert (tmp_path / out.strip() / RESULT).read_text() == result
+
+
+def test_a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten(
+        tiny_fashion_mnist, tmp_path, capsys):
+    """The soak's open finding (docs/run-identity.md, "Soak under faults"): a resumed run
+    whose numbers looked like another lr's. An interrupted run whose folder holds another
+    lr's checkpoint refuses to resume from it, naming both runs, and writes nothing."""
+    overrides = {lr: {**TINY, "data.root": str(tiny_fashion_mnist), "train.lr": lr}
+                 for lr in (0.0023, 0.0047)}
+    mine, other = (load_config(None, o) for o in overrides.values())
+    for cfg in (mine, other):
+        assert train_run(cfg, tmp_path / cfg.run_id)["status"] == "completed"
+    folder = RunFolder.of(tmp_path, mine)
+    folder.write_result({**folder.read_result(), "status": "running"})  # its trainer gone
+    shutil.copyfile(RunFolder.of(tmp_path, other).checkpoint_file, folder.checkpoint_file)
+
+    def files() -> dict[str, bytes]:
+        return {str(p.relative_to(folder.path)): p.read_bytes()
+                for p in folder.path.rglob("*") if p.is_file()}
+
+    before = files()
+    assert {CONFIG, METRICS, RESULT, CHECKPOINT} <= set(before)
+    with pytest.raises(CheckpointError) as refused:
+        train_run(mine, folder)
+    assert f"written by run {other.run_id}, not by this run ({mine.run_id})" in str(refused.value)
+    items = [f"{key}={value}" for key, value in overrides[0.0023].items()]
+    capsys.readouterr()  # the two trainings' progress
+    assert main(["train", *items, "--out", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("perceiver-ablate train: error: ") and len(err.splitlines()) == 1
+    assert str(folder.checkpoint_file) in err and other.run_id in err and mine.run_id in err
+    assert files() == before  # nothing written: not config, metrics, result, events
+
+
+def test_a_checkpoint_written_before_run_ids_were_signatures_resumes(tiny_fashion_mnist,
+                                                                      tmp_path, capsys):
+    """An earlier version's checkpoint holds no run id of this version, only its config:
+    read under this version's ids it is the run's own, so the run resumes from it."""
+    out = tmp_path / "legacy"
+    copy_legacy(out)
+    migrate(out)
+    cfg = RunConfig.from_dict(read_yaml(out / LEGACY_IDS[0] / CONFIG)).replace(
+        {"data.root": str(tiny_fashion_mnist)})  # non-semantic: the same run
+    folder = RunFolder.of(out, cfg)
+    assert (out / LEGACY_IDS[0]).resolve() == folder.path  # renamed, the old name a link
+    state = torch.load(folder.checkpoint_file, map_location="cpu", weights_only=True)
+    assert "run_id" not in state and folder.id not in LEGACY_IDS and state["step"] == 2
+    kept = folder.read_result()
+    folder.write_result({**kept, "status": "running"})  # interrupted at its last checkpoint
+    result = train_run(cfg, folder)
+    err = capsys.readouterr().err
+    assert f"resumed {folder} at step 2/2" in err and "eval step" not in err
+    assert result["status"] == "completed" and result["step"] == 2
+    assert {k: result["final"][k] for k in ("val_acc", "val_loss", "train_loss")} == \
+        {k: kept["final"][k] for k in ("val_acc", "val_loss", "train_loss")}

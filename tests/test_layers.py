@@ -1,10 +1,11 @@
 """The layers of docs/design.md ("Layout"), read off the `ast` of every module: the core
 imports nothing of the project, `experiments` nothing of `analysis`, training and data nothing
-of the orchestration, `analysis` only the run records, the config vocabulary and
+of the orchestration, `analysis` only the run folders, the config vocabulary and
 experiments.readback, and no module imports a command. Inside analysis the report draws
 what the verdicts judge of what results.py reads, never the reverse, and no modules import
-each other in a circle (the config, for one, imports nothing of the data sets that read it). Only
-experiments/orchestration/executors.py names the executors.
+each other in a circle (the config, for one, imports nothing of the data sets that read it).
+Only experiments/orchestration/executors.py names the executors, and only
+experiments/runfolder.py joins a run folder's file names onto a path.
 
 Imports inside functions count as much as those at the top.
 """
@@ -116,7 +117,7 @@ def test_experiments_imports_nothing_of_analysis(module):
 TRAINING = ("experiments.train", "experiments.engine", "experiments.packing",
             "experiments.factory", "experiments.host", "experiments.planning",
             "experiments.config", "experiments.seeding", "experiments.optim",
-            "experiments.distributed")
+            "experiments.distributed", "experiments.runfolder")
 DATA = [module for module in MODULES if module.split(".")[:2] == ["experiments", "data"]]
 
 
@@ -127,16 +128,17 @@ def test_training_and_data_import_nothing_of_the_orchestration(module):
     assert not found, f"{module} imports {found}"
 
 
-# What analysis may read of experiments: the run records, the config vocabulary, how counts
-# are written, the seed planner's statistics, the command interface, and experiments.readback
-# (a trained model with its test examples, a folder's Optuna study), and the state of every
-# run as `status` sees it (tracking, status: a report accounts for every run alike).
-# Analysis commands are leaves that may also drive the orchestration (the demo trains its
-# sweep first).
-ANALYSIS_READS = {"experiments.records", "experiments.config", "experiments.formatting",
-                  "experiments.power", "experiments.sequential", "experiments.readback",
-                  "experiments.commands", "experiments.orchestration.tracking",
-                  "experiments.orchestration.status"}
+# What analysis may read of experiments: the run folders (experiments.runfolder) and the
+# atomic writes under them (records), the config vocabulary, how counts are written, the
+# seed planner's statistics, the command interface, and experiments.readback (a trained
+# model with its test examples, a folder's Optuna study), and the state of every run as
+# `status` sees it (tracking, status: a report accounts for every run alike). Analysis
+# commands are leaves that may also drive the orchestration (the demo trains its sweep
+# first).
+ANALYSIS_READS = {"experiments.runfolder", "experiments.records", "experiments.config",
+                  "experiments.formatting", "experiments.power", "experiments.sequential",
+                  "experiments.readback", "experiments.commands",
+                  "experiments.orchestration.tracking", "experiments.orchestration.status"}
 
 
 def analysis_may_read(module: str, target: str) -> bool:
@@ -266,3 +268,37 @@ def test_only_the_executors_module_names_executors(module):
     found = [node.lineno for node in ast.walk(ast.parse(MODULES[module].read_text()))
              if names_executors(node)]
     assert not found, f"{module} compares or lists executor names at line(s) {found}"
+
+
+# ---------------------------------------------------------------- one owner of a run folder
+
+
+# A run folder's files, by the names experiments/runfolder.py gives them and as written out.
+RUN_FILES = {"CONFIG", "METRICS", "RESULT", "CHECKPOINT", "LOCK", "config.yaml",
+             "metrics.jsonl", "result.json", "checkpoint.pt", ".train.lock"}
+
+
+def joined_run_files(source: str) -> list[int]:
+    """The lines of `source` that join a run folder's file name onto a path by hand
+    (`run_dir / RESULT`, `run_dir / "result.json"`)."""
+    lines = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            right = node.right
+            name = right.id if isinstance(right, ast.Name) else \
+                right.value if isinstance(right, ast.Constant) else None
+            if name in RUN_FILES:
+                lines.add(node.lineno)
+    return sorted(lines)
+
+
+def test_the_collector_sees_a_run_file_joined_by_hand():
+    source = "a = d / RESULT\nb = Path(d) / 'checkpoint.pt'\nc = d / EVENTS / 'x'\nf(d, CONFIG)\n"
+    assert joined_run_files(source) == [1, 2]
+
+
+@pytest.mark.parametrize("module", [m for m in cases("*") if m != "experiments.runfolder"])
+def test_only_the_run_folder_joins_its_file_names(module):
+    found = joined_run_files(MODULES[module].read_text())
+    assert not found, (f"{module} joins a run folder's file name by hand at line(s) {found}: "
+                       "use experiments.runfolder.RunFolder")

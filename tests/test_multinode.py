@@ -15,7 +15,8 @@ from test_sweep import TINY_BASE, cli, fake_job, states
 
 from experiments.cli import main
 from experiments.orchestration.tracking import Queued, read_manifest, run_state
-from experiments.records import METRICS, RESULT, read_json, read_jsonl, write_json
+from experiments.records import read_json, read_jsonl, write_json
+from experiments.runfolder import METRICS, RESULT, RunFolder
 
 SCRIPT = __import__("conftest").CLUSTER_SCRIPT
 TWO_NODES = ("cluster.nodes=2", "cluster.tasks_per_node=1")
@@ -130,7 +131,8 @@ def test_squeue_says_a_job_whose_files_failed_is_requeued_or_running_again(tmp_p
     submission = {"executor": "slurm", "jobs": [job]}
 
     def state(queued):
-        return run_state("run", tmp_path / "run", (job, submission), tmp_path, {}, queued)
+        return run_state("run", RunFolder(tmp_path / "run"), (job, submission), tmp_path, {},
+                         queued)
 
     assert state(None).state == "failed"
     requeued = state(Queued("PENDING", None, "Nodes required for job are DOWN"))
@@ -140,8 +142,8 @@ def test_squeue_says_a_job_whose_files_failed_is_requeued_or_running_again(tmp_p
     assert state(Queued("RUNNING", failed_at - 30, "None")).state == "failed"  # this attempt
     assert state(Queued("COMPLETED", failed_at - 30, "None")).state == "failed"
     never_started = fake_job(tmp_path, "8", ["run"])
-    assert run_state("run", tmp_path / "run", (never_started, submission), tmp_path, {},
-                     Queued("PENDING", None, "Priority")).state == "pending"
+    assert run_state("run", RunFolder(tmp_path / "run"), (never_started, submission), tmp_path,
+                     {}, Queued("PENDING", None, "Priority")).state == "pending"
 
 
 @pytest.fixture

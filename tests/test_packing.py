@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +28,8 @@ from experiments.engine import pack_step
 from experiments.factory import build_for, initial_model
 from experiments.orchestration.tracking import read_manifest
 from experiments.packing import pack_key, packs, train_pack
-from experiments.records import CHECKPOINT, METRICS, RESULT, read_json, read_jsonl
+from experiments.records import read_json, read_jsonl, write_json
+from experiments.runfolder import CHECKPOINT, METRICS, RESULT
 from experiments.train import train_run
 
 # Per-seed optimizer maths are exercised: LAMB with weight decay, and a gradient clip low
@@ -112,6 +114,28 @@ def test_a_batched_pack_trains_each_seed_as_alone(solo, base, tmp_path):
     assert [r["status"] for r in results] == ["completed"] * len(SEEDS)
     for run_dir, reference in zip(dirs, solo, strict=True):
         assert_same_run(run_dir, reference, "batched")
+
+
+def test_a_seed_holding_another_seed_s_checkpoint_is_refused_and_left_as_it_was(
+        solo, base, tmp_path, capsys):
+    """The pack's side of RunFolder.check_checkpoint: seed 1 was interrupted and seed 0's
+    checkpoint copied into its folder; the pack names the refusal and writes nothing there."""
+    dirs = [tmp_path / d.name for d in solo]
+    for source, run_dir in zip(solo, dirs, strict=True):
+        shutil.copytree(source, run_dir)
+    interrupted = dirs[1]
+    write_json(interrupted / RESULT, {**read_json(interrupted / RESULT), "status": "running"})
+    shutil.copyfile(dirs[0] / CHECKPOINT, interrupted / CHECKPOINT)
+    before = {p.relative_to(interrupted): p.read_bytes() for p in interrupted.rglob("*")
+              if p.is_file()}
+    cfgs = configs(base)
+    with pytest.raises(RuntimeError, match=r"1 of 2 seeds of the pack failed: .*CheckpointError"
+                       rf".* written by run {cfgs[0].run_id}, not by this run "
+                       rf"\({cfgs[1].run_id}\)"):
+        train_pack(cfgs, dirs)
+    assert f"run {interrupted} of the pack failed: CheckpointError" in capsys.readouterr().err
+    assert {p.relative_to(interrupted): p.read_bytes() for p in interrupted.rglob("*")
+            if p.is_file()} == before
 
 
 def test_pack_step_chooses_and_refuses(base, tmp_path):

@@ -32,7 +32,8 @@ from analysis.markup import LIMIT, literal, visible
 from analysis.report.html import render
 from analysis.report.index import file_name
 from experiments.cli import main
-from experiments.records import CONFIG, RESULT, read_json, write_json, write_yaml
+from experiments.records import read_json, write_json, write_yaml
+from experiments.runfolder import CONFIG, RESULT
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT_NAME = "<img src=x onerror=alert(1)>"

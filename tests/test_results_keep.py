@@ -15,7 +15,8 @@ from experiments.cli import main
 from experiments.orchestration.follow import wait_for_runs
 from experiments.orchestration.sweeps import load_sweep
 from experiments.orchestration.tracking import read_manifest
-from experiments.records import CHECKPOINT, CONFIG, RESULT, read_json
+from experiments.records import read_json
+from experiments.runfolder import CHECKPOINT, CONFIG, RESULT
 from experiments.train import Run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,8 +97,8 @@ def test_a_second_trainer_of_a_run_folder_refuses_before_writing(tmp_path, tiny_
                                                                  capsys):
     run_dir = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from experiments.locks import run_lock\n"
-         "with run_lock(sys.argv[1]):\n    print('held', flush=True); sys.stdin.read()",
+        [sys.executable, "-c", "import sys; from experiments.runfolder import RunFolder\n"
+         "with RunFolder(sys.argv[1]).lock():\n    print('held', flush=True); sys.stdin.read()",
          str(run_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"

@@ -17,7 +17,8 @@ from test_study import write_study
 import experiments.train as T
 from experiments.orchestration import study as S
 from experiments.orchestration import study_workers as W
-from experiments.records import RESULT, RecordWriteError, read_json
+from experiments.records import RecordWriteError, read_json
+from experiments.runfolder import RESULT, RunFolder
 
 
 class Killed(BaseException):
@@ -66,13 +67,14 @@ def stop_once(monkeypatch, owner, name: str, at_step: int, error: BaseException)
 
 @pytest.mark.parametrize("stop", ["kill", "full disk"])
 @pytest.mark.parametrize("at_step", [5, 10])
-@pytest.mark.parametrize("write", ["append_jsonl", "save_checkpoint", "write_result"])
+@pytest.mark.parametrize("write", ["append_metrics", "save_checkpoint", "write_result"])
 def test_a_run_stopped_at_any_record_write_resumes_exactly(reference, tmp_path, monkeypatch,
                                                            write, at_step, stop):
     cfg, unstopped = reference
     error = Killed() if stop == "kill" else RecordWriteError(errno.ENOSPC, "no space left")
     with monkeypatch.context() as patch:
-        stop_once(patch, T if write == "append_jsonl" else T.Run, write, at_step, error)
+        stop_once(patch, RunFolder if write == "append_metrics" else T.Run, write, at_step,
+                  error)
         with pytest.raises(type(error)):
             T.train_run(cfg, tmp_path / cfg.run_id)
     stopped = read_json(tmp_path / cfg.run_id / RESULT)

@@ -40,7 +40,8 @@ from experiments.orchestration import study as S
 from experiments.orchestration import study_workers as W
 from experiments.orchestration.executors import EXECUTORS
 from experiments.orchestration.tracking import read_manifest, run_states
-from experiments.records import RESULT, pid_alive, read_json
+from experiments.records import read_json
+from experiments.runfolder import RESULT, pid_alive
 from experiments.train import train_run
 
 SOAK_BASE = {**TINY, "train": {**TINY["train"], "max_steps": 10, "eval_every": 5}}
@@ -122,8 +123,15 @@ def trained_twice(run_dir: Path) -> bool:
     return ends.count("completed") > 1 or ("completed" in ends and ends[-1] != "completed")
 
 
+# A killed run's reference is trained in this process, whose torch threads need not be its
+# trainer's (a study worker or sweep job sets its own): the thread count changes float32
+# sums in their last bits, so the reference is met within RESUME_REL, far closer than a
+# resume from the wrong state comes (the earlier mismatch: val_acc 0.2266 for 0.1641).
+RESUME_REL = 1e-5
+
+
 def final_metrics(result: dict) -> tuple:
-    return tuple(round(result["final"][k], 6) for k in ("val_acc", "val_loss", "train_loss"))
+    return tuple(result["final"][k] for k in ("val_acc", "val_loss", "train_loss"))
 
 
 def soak(tmp_path: Path, disk: Path, data_root: Path, trials: int, chaos_s: float,
@@ -200,7 +208,7 @@ def soak(tmp_path: Path, disk: Path, data_root: Path, trials: int, chaos_s: floa
         config = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
         fresh = train_run(config, tmp_path / "fresh" / run_dir.name)
         result = read_json(run_dir / RESULT)
-        assert final_metrics(fresh) == final_metrics(result), (
+        assert final_metrics(result) == pytest.approx(final_metrics(fresh), rel=RESUME_REL), (
             run_dir, config.train.lr, result.get("trial"),
             [(s["from_step"], s["to_step"], s["status"], s["job"], s.get("error"))
              for s in result["sessions"]])

@@ -31,7 +31,8 @@ from experiments.cli import main
 from experiments.orchestration import study as S
 from experiments.orchestration import study_workers as W
 from experiments.orchestration.executors import EXECUTORS
-from experiments.records import CHECKPOINT, read_json
+from experiments.records import read_json
+from experiments.runfolder import CHECKPOINT
 from perceiver_core.config import ConfigError
 
 TINY = {"model": {"num_latents": 16, "latent_channels": 32, "num_blocks": 1,

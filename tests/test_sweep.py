@@ -24,7 +24,8 @@ from experiments.orchestration.tracking import (
     read_manifest,
     run_states,
 )
-from experiments.records import METRICS, RESULT, read_json, read_jsonl, write_json, write_yaml
+from experiments.records import read_json, read_jsonl, write_json, write_yaml
+from experiments.runfolder import METRICS, RESULT
 
 # A model small enough that a run (load data, count FLOPs, 20 steps, test on 10,000
 # 14x14 images) takes a few seconds on one core.

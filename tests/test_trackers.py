@@ -32,15 +32,8 @@ from test_train import KILLER  # noqa: E402
 from experiments.cli import main  # noqa: E402
 from experiments.config import load_config  # noqa: E402
 from experiments.orchestration.tracking import read_manifest  # noqa: E402
-from experiments.records import (  # noqa: E402
-    CONFIG,
-    METRICS,
-    RESULT,
-    read_json,
-    read_jsonl,
-    run_dirs,
-    write_json,
-)
+from experiments.records import read_json, read_jsonl, write_json  # noqa: E402
+from experiments.runfolder import CONFIG, METRICS, RESULT, RunFolder, run_folders  # noqa: E402
 from experiments.tensorboard import EVENTS  # noqa: E402
 from experiments.train import train_run  # noqa: E402
 
@@ -116,7 +109,7 @@ def test_every_run_has_event_files_equal_to_its_metrics(sweep):
     from tensorboard.plugins.hparams import api_pb2
 
     params = {r["run_id"]: r["params"] for r in read_manifest(sweep)["runs"]}
-    folders = list(run_dirs(sweep))
+    folders = [run.path for run in run_folders(sweep)]
     assert len(folders) == 4
     for run_dir in folders:
         label, reader = accumulator(run_dir)
@@ -165,7 +158,7 @@ def test_export_tensorboard_rebuilds_events_from_the_records(sweep, tmp_path, ca
     for _ in range(2):  # idempotent: the second export rebuilds the same files
         assert main(["export", "tensorboard", str(old)]) == 0
     assert "wrote TensorBoard events of 4 run(s)" in capsys.readouterr().out
-    for run_dir in run_dirs(old):
+    for run_dir in (run.path for run in run_folders(old)):
         label, reader = accumulator(run_dir)
         original_label, original = accumulator(sweep / run_dir.name)
         assert label == original_label
@@ -173,7 +166,7 @@ def test_export_tensorboard_rebuilds_events_from_the_records(sweep, tmp_path, ca
         assert session_hparams(reader) == session_hparams(original)
     from tensorboard.plugins.hparams import api_pb2
 
-    run_dir = next(run_dirs(old))  # a run that ended otherwise shows its status
+    run_dir = next(run_folders(old)).path  # a run that ended otherwise shows its status
     for status, shown in (("pruned", "STATUS_UNKNOWN"), ("failed", "STATUS_FAILURE")):
         write_json(run_dir / RESULT, {**read_json(run_dir / RESULT), "status": status})
         assert main(["export", "tensorboard", str(old)]) == 0
@@ -308,8 +301,8 @@ def test_mlflow_export_to_a_server_on_postgresql(sweep, tmp_path, postgres_url, 
         experiment = client.get_experiment_by_name("lat")
         runs = client.search_runs([experiment.experiment_id])
         by_id = {r.data.tags["perceiver.run_id"]: r for r in runs}
-        assert sorted(by_id) == sorted([*(d.name for d in run_dirs(sweep)), "report"])
-        for run_dir in run_dirs(sweep):
+        assert sorted(by_id) == sorted([*(run.id for run in run_folders(sweep)), "report"])
+        for run_dir in (run.path for run in run_folders(sweep)):
             run = by_id[run_dir.name]
             config = load_config(run_dir / CONFIG, [])
             assert run.info.status == "FINISHED"
@@ -332,13 +325,13 @@ def test_mlflow_export_to_a_server_on_postgresql(sweep, tmp_path, postgres_url, 
         assert len(client.search_runs([experiment.experiment_id])) == 5
 
         # An export cut short leaves a run without its fingerprint (set last): replaced.
-        client.delete_tag(by_id[next(run_dirs(sweep)).name].info.run_id,
+        client.delete_tag(by_id[next(run_folders(sweep)).id].info.run_id,
                           "perceiver.fingerprint")
         assert main(argv) == 0
         assert "0 new run(s), 1 updated, 3 unchanged" in capsys.readouterr().out
         assert len(client.search_runs([experiment.experiment_id])) == 5
 
-        changed = next(run_dirs(sweep))  # a run whose record changed is replaced, once
+        changed = next(run_folders(sweep)).path  # a run whose record changed is replaced, once
         record = read_json(changed / RESULT)
         try:
             write_json(changed / RESULT, {**record, "status": "failed"})
@@ -413,14 +406,14 @@ def test_labels_name_a_study_s_searched_keys_or_the_config_s_own(tmp_path):
 
     cfg = load_config(None, {"model.num_latents": 16, "train.lr": 0.01, "train.seed": 3,
                              "data.train_subset": 256})
-    alone = run_label(tmp_path / "train" / cfg.run_id, cfg)  # what it sets off the defaults
+    alone = run_label(RunFolder.of(tmp_path / "train", cfg), cfg)  # what it sets off the defaults
     assert alone.startswith("num_latents=16 ") and " lr=0.01 " in alone
     assert alone.endswith(" seed=3") and "train_subset" not in alone  # data keys aside
     study = tmp_path / "study"
     study.mkdir()
     (study / "study.yaml").write_text(yaml.safe_dump(
         {"name": "s", "space": {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-1}}}))
-    assert run_label(study / cfg.run_id, cfg) == "lr=0.01 seed=3"
+    assert run_label(RunFolder.of(study, cfg), cfg) == "lr=0.01 seed=3"
     long = knob_label({f"model.key{i}": "/value" * 5 for i in range(20)})
     assert len(long.encode()) <= MAX_LABEL and "/" not in long
     assert long != knob_label({f"model.key{i}": "/value" * 5 for i in range(21)})

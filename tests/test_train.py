@@ -26,10 +26,10 @@ import yaml
 from experiments.cli import main
 from experiments.config import RunConfig, load_config
 from experiments.distributed import export_slurm_env, leave_distributed
-from experiments.locks import RUN_LOCK
 from experiments.optim import build_optimizer, lr_factor, param_groups
 from experiments.readback import load_trained
-from experiments.records import CHECKPOINT, CONFIG, METRICS, RESULT, read_json, read_jsonl
+from experiments.records import read_json, read_jsonl
+from experiments.runfolder import CHECKPOINT, CONFIG, LOCK, METRICS, RESULT
 from experiments.tensorboard import EVENTS
 from experiments.train import RunStopped, train_run
 
@@ -102,7 +102,7 @@ def completed(tmp_path_factory, base):
 def test_a_run_completes_and_writes_every_record(completed):
     cfg, run_dir, stdout = completed
     assert stdout.strip().splitlines()[-1] == str(run_dir)
-    assert {p.name for p in run_dir.iterdir()} == {CONFIG, METRICS, RESULT, CHECKPOINT, RUN_LOCK,
+    assert {p.name for p in run_dir.iterdir()} == {CONFIG, METRICS, RESULT, CHECKPOINT, LOCK,
                                                     EVENTS}
     assert RunConfig.from_dict(yaml.safe_load((run_dir / CONFIG).read_text())) == cfg
 

@@ -20,6 +20,7 @@ from experiments import records
 from experiments.cli import main
 from experiments.config import resolve
 from experiments.power import seeds_needed
+from experiments.runfolder import RunFolder, run_folders
 
 BASE = {"model.num_latents": 32, "encoding.num_bands": 8, "train.epochs": 1}
 SEEDS = range(5)
@@ -35,11 +36,11 @@ def write_run(root: Path, overrides: dict, seed: int, test_acc: float | None,
     """A run folder as train.py leaves it: resolved config.yaml, result.json (a diverged or
     failed run has no final accuracy; test_acc None leaves it out of a completed run)."""
     config = resolve({}, {**BASE, **overrides, "train.seed": seed})
-    run_dir = root / config.run_id
-    records.write_yaml(run_dir / records.CONFIG, config.to_dict())
+    run = RunFolder.of(root, config)
+    run.write_config(config)
     final = {} if test_acc is None else {"test_acc": test_acc, "val_acc": test_acc - 0.01,
                                          "test_loss": 2 - 2 * test_acc}
-    records.write_json(run_dir / records.RESULT, {
+    run.write_result({
         "run_id": config.run_id, "status": status, "step": 100,
         "final": final if status == "completed" else {},
         "best": {"val_acc": 0.5, "step": 100}, "params": 1000, "macs": 10**6,
@@ -151,11 +152,11 @@ def values(root: Path, knob: str, level: str) -> list[float]:
     """Test accuracies in points of the runs of `root` whose `knob` is at `level`, others at
     the base."""
     out = []
-    for run_dir in records.run_dirs(root):
-        flat = flatten(records.read_yaml(run_dir / records.CONFIG))
+    for run in run_folders(root):
+        flat = flatten(run.read_config())
         others = all(flat[k] == v for k, v in BASE.items() if k != knob)
         if others and str(flat[knob]) == level:
-            out.append(100 * records.read_json(run_dir / records.RESULT)["final"]["test_acc"])
+            out.append(100 * run.read_result()["final"]["test_acc"])
     return out
 
 
@@ -260,9 +261,9 @@ def test_sweep_dry_run_pilot_prints_the_seed_plan(known, capsys):
                  "--delta", "1"]) == 0
     out = capsys.readouterr().out
     groups = {}
-    for run_dir in records.run_dirs(known):
-        cfg = records.read_yaml(run_dir / records.CONFIG)
-        acc = records.read_json(run_dir / records.RESULT)["final"]["test_acc"]
+    for run in run_folders(known):
+        cfg = run.read_config()
+        acc = run.read_result()["final"]["test_acc"]
         key = (cfg["model"]["num_latents"], cfg["encoding"]["num_bands"])
         groups.setdefault(key, []).append(100 * acc)
     sd = np.sqrt(np.mean([np.var(v, ddof=1) for v in groups.values()]))
@@ -442,9 +443,10 @@ def test_levels_from_run_folders_are_escaped_in_markdown(tmp_path, capsys):
     for seed in range(3):
         write_run(tmp_path, {}, seed, 0.80 + 0.002 * seed)
         run_id = write_run(tmp_path, {"encoding.spacing": "log"}, seed, 0.80 + 0.003 * seed)
-        config = records.read_yaml(tmp_path / run_id / records.CONFIG)
+        run = RunFolder(tmp_path / run_id)
+        config = run.read_config()
         config["encoding"]["spacing"] = "a|b*c"
-        records.write_yaml(tmp_path / run_id / records.CONFIG, config)
+        records.write_yaml(run.config_file, config)
     assert main(["verdicts", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     header = next(line for line in lines if line.startswith("| knob"))

@@ -31,25 +31,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def export_tensorboard(folder) -> int:
     import yaml
 
-    from experiments.locks import RunBusy, run_lock
-    from experiments.records import run_dirs
+    from experiments.runfolder import RunBusy, run_folders
     from experiments.tensorboard import EVENTS, export_run
     from perceiver_core.config import ConfigError
 
-    folders = list(run_dirs(folder))
+    folders = list(run_folders(folder))
     if not folders:
         raise ConfigError(f"no run folders under {folder} (expected <run-id>/config.yaml; see "
                           "`perceiver-ablate status`)")
     written = busy = 0
-    for run_dir in folders:
+    for run_folder in folders:
         try:
-            with run_lock(run_dir):
-                export_run(run_dir)
+            with run_folder.lock():
+                export_run(run_folder)
             written += 1
         except RunBusy:
             busy += 1  # its trainer writes its events live
         except (ConfigError, OSError, ValueError, yaml.YAMLError) as exc:
-            print(f"skipping run {run_dir}: {str(exc).splitlines()[0]}", file=sys.stderr)
+            print(f"skipping run {run_folder}: {str(exc).splitlines()[0]}", file=sys.stderr)
     print(f"wrote TensorBoard events of {written} run(s) under {folder} (<run>/{EVENTS}/)"
           + (f"; {busy} run(s) being trained write their own" if busy else "")
           + f"\nview them: tensorboard --logdir {folder}")

@@ -3,7 +3,7 @@
 Works for any results folder with run records (a sweep, a study, runs of `train`); a
 sweep's manifest adds the runs that have not started and the logs of its jobs
 (experiments/orchestration/status.py draws the table). Run folders named by an earlier
-version's ids are renamed first (experiments/identity.py).
+version's ids are renamed first (experiments/runfolder.py, migrate).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from experiments.identity import migrate
     from experiments.locks import folder_lock
     from experiments.orchestration.status import report
     from experiments.orchestration.study import study_status
+    from experiments.runfolder import migrate
 
     folder = Path(args.results_dir)
     if folder.is_dir() and os.access(folder, os.W_OK):  # a folder we may only read: as it is

@@ -25,26 +25,27 @@ def add_arguments(parser):
 def run(args) -> int:
     cfg, _ = config_from_args(args)
     from experiments.distributed import init_distributed, leave_distributed
+    from experiments.runfolder import RunFolder
     from experiments.train import train_run
 
     if args.out:
-        run_dir = args.out
+        run_folder = RunFolder(args.out)
     else:  # a folder of an earlier version's run id is this run's: rename it, train nothing
-        from experiments.identity import migrate
         from experiments.locks import folder_lock
+        from experiments.runfolder import migrate
 
         if DEFAULT_ROOT.is_dir():
             with folder_lock(DEFAULT_ROOT):
                 migrate(DEFAULT_ROOT)
-        run_dir = DEFAULT_ROOT / cfg.run_id
-    result = train_run(cfg, run_dir)
+        run_folder = RunFolder.of(DEFAULT_ROOT, cfg)
+    result = train_run(cfg, run_folder)
     if init_distributed().is_main:
         final = result["final"]
         metric = result.get("metric", "acc")  # accuracy, or mAP for multi-label sets
         test = final.get(f"test_{metric}")
         summary = f"test {metric} {100 * test:.2f}%" if test is not None else "no test metrics"
         print(f"{result['status']} at step {result['step']}: {summary}", file=sys.stderr)
-        print(run_dir)
+        print(run_folder)
     leave_distributed()
     return 0
 

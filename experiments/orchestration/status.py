@@ -106,6 +106,6 @@ def report(folder: str | Path, run_ids: Iterable[str] | None = None) -> tuple[st
         ended = [s for s in states if s.state == kind]
         if ended:
             lines.append(f"{kind} runs (log, last error line):")
-            lines += [f"  {s.run_id}: {s.log or s.run_dir / 'result.json'}"
+            lines += [f"  {s.run_id}: {s.log or s.run_folder.result_file}"
                       + (f"  [{s.note}]" if s.note else "") for s in ended]
     return "\n".join(lines), sum(s.state == "failed" for s in states)

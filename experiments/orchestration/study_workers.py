@@ -50,7 +50,8 @@ from experiments.orchestration.study import (
     storage_url,
     tally,
 )
-from experiments.records import RESULT, read_json, write_json, write_yaml
+from experiments.records import write_yaml
+from experiments.runfolder import RunBusy, RunFolder, migrate, pid_alive
 from perceiver_core.config import ConfigError
 
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -101,7 +102,7 @@ def last_heartbeat(trial: optuna.trial.FrozenTrial) -> float:
     run_dir = trial.user_attrs.get("run_dir")
     if run_dir:
         try:
-            beats.append(float(read_json(Path(run_dir) / RESULT)["heartbeat"]))
+            beats.append(float(RunFolder(run_dir).read_result()["heartbeat"]))
         except (OSError, ValueError, KeyError, TypeError):
             pass  # not written yet (the trial's start counts) or being replaced right now
     return max(beats)
@@ -126,8 +127,6 @@ def reap_dead_workers(study: optuna.Study) -> list[int]:
     controller that restarts a preempted worker: while it lives, the requeued worker
     retries its own trial. Workers on other hosts are left to the heartbeat. Returns the
     trial numbers failed here."""
-    from experiments.records import pid_alive
-
     here, failed, now = socket.gethostname(), [], time.time()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if "worker" not in trial.user_attrs:  # killed between starting it and naming itself
@@ -208,14 +207,13 @@ class TrialRun:
         self.spec, self.out = spec, Path(out)
 
     def __call__(self, trial: optuna.Trial):
-        from experiments.locks import RunBusy
         from experiments.train import RunStopped, train_run
 
         params = {p.key: p.suggest(trial) for p in self.spec.space}
         config = self.spec.config(params)
-        run_dir = self.out / config.run_id
+        run_folder = RunFolder.of(self.out, config)
         trial.set_user_attr("run_id", config.run_id)
-        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("run_dir", str(run_folder))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("job", job_id())
         wait_for_twins(trial, config.run_id)
@@ -228,37 +226,36 @@ class TrialRun:
                     raise RunStopped(status="pruned")
 
         try:
-            result = train_run(config, run_dir, on_eval=on_eval)
+            result = train_run(config, run_folder, on_eval=on_eval)
         except RunBusy:
             raise  # another process's run: its records are not this trial's to touch
         except RunStopped as stop:
-            self.record(trial, run_dir, "PRUNED")
+            self.record(trial, run_folder, "PRUNED")
             raise optuna.TrialPruned(f"pruned by {self.spec.pruner['name']}") from stop
         except Exception:
-            self.record(trial, run_dir, "FAIL")
+            self.record(trial, run_folder, "FAIL")
             raise
         val_acc = result["final"].get("val_acc")
         if val_acc is None:  # a diverged run keeps its last finite metrics, if it had any
-            self.record(trial, run_dir, "FAIL")
+            self.record(trial, run_folder, "FAIL")
             raise RuntimeError(f"run {config.run_id} {result['status']} before its first "
                                "evaluation")
         values = {"val_acc": val_acc, "flops": result["flops"]}
         values = {name: values[name] for name in self.spec.objectives}
-        self.record(trial, run_dir, "COMPLETE", values)
+        self.record(trial, run_folder, "COMPLETE", values)
         return list(values.values())
 
-    def record(self, trial: optuna.Trial, run_dir: Path, state: str,
+    def record(self, trial: optuna.Trial, run_folder: RunFolder, state: str,
                values: dict[str, float] | None = None) -> None:
         """Add the trial to its run's result.json, so analysis can read the run folder
         without the study's storage. A run several trials ran (a retry) keeps the last."""
-        path = run_dir / RESULT
         try:
-            result = read_json(path)
+            result = run_folder.read_result()
         except (OSError, ValueError):
             return  # the run failed before writing its record
         result["trial"] = {"study": self.spec.name, "number": trial.number, "state": state,
                            **(values or {})}  # objective values by name, as trials_frame
-        write_json(path, result)
+        run_folder.write_result(result)
 
 
 class StudyWorker(Requeueable):
@@ -326,7 +323,6 @@ def launch(spec: StudySpec, out: str | Path, executor: Executor, cluster: str = 
     on different nodes: they go out as one SLURM job of that many nodes, workers/nodes
     tasks per node, each task a worker that trains its trials alone (an array's jobs land
     wherever the scheduler packs them)."""
-    from experiments.identity import migrate
     from experiments.locks import folder_lock
     from experiments.orchestration.cluster import load_profile
 

@@ -25,13 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from experiments.config import RunConfig
-from experiments.identity import migrate
 from experiments.locks import folder_lock
 from experiments.orchestration.cluster import Profile, Requeueable
 from experiments.orchestration.executors import Executor
 from experiments.orchestration.sweeps import Point, Sweep
 from experiments.orchestration.tracking import add_submission, relative, run_states
 from experiments.packing import packs
+from experiments.runfolder import RunFolder, migrate
 
 SUBMITTABLE = ("new", "failed", "interrupted")
 
@@ -83,7 +83,7 @@ def plan(sweep: Sweep, folder: Path, rerun_failed: bool = False
     """(points to submit, the others by state): a point is submitted unless it finished,
     is queued or running, or failed (unless rerun_failed); an interrupted one is submitted
     again and resumes from its checkpoint. Run folders named by an
-    earlier version's ids are renamed first (experiments/identity.py)."""
+    earlier version's ids are renamed first (experiments/runfolder.py, migrate)."""
     states = {}
     if folder.is_dir():  # a new folder is made by the submission, not by looking at it
         with folder_lock(folder):
@@ -138,9 +138,9 @@ def submit_claimed(sweep: Sweep, points: list[Point], folder: Path, ex, effectiv
     per_job, threads = executor.layout(len(units), runs_per_job, effective)
     job_units = [units[i:i + per_job] for i in range(0, len(units), per_job)]
     groups = [[p for unit in chunk for p in unit] for chunk in job_units]
-    jobs = ex.submit_array([SweepJob([[(str((folder / p.run_id).resolve()), p.config.to_dict())
-                                       for p in unit] for unit in chunk], threads)
-                            for chunk in job_units])
+    jobs = ex.submit_array([SweepJob([[(str(RunFolder.of(folder, p.config).path.resolve()),
+                                        p.config.to_dict()) for p in unit] for unit in chunk],
+                                     threads) for chunk in job_units])
     entry = {
         "submitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "sweep_file": str(sweep.path), "spec": sweep.spec, "overrides": sweep.overrides,

@@ -10,9 +10,10 @@ A sweep folder holds a manifest, `sweep.json`, next to its run folders:
 (paths relative to the sweep folder), so `status` and a resubmission need nothing else.
 Writers hold the folder lock (experiments/locks.py). A manifest written before run ids
 became signatures is read with each run under its current id (the old one kept as
-`legacy_run_id`), as its run folders are renamed (experiments/identity.py).
+`legacy_run_id`), as its run folders are renamed (experiments/runfolder.py, migrate).
 
-A run's state comes from its record (result.json: status, heartbeat), the latest job that
+A run's state comes from its run folder (RunFolder.records, run_status: result.json's
+status and heartbeat), the latest job that
 ran it (manifest) and that job's submitit files (result pickle, log). SLURM's accounting
 (`sacct`) is never asked: many clusters lack it, and the local one has none. `squeue` is,
 for SLURM jobs still in the queue: only the controller knows that a job whose node died
@@ -26,7 +27,7 @@ was requeued (its surviving ranks' files say they failed) and waits to run again
     interrupted  the record says running, but the run was cut off without a chance to
                write (SIGKILL, the OOM killer, a node lost, its job cancelled): its
                process on this host is gone or its heartbeat is stale
-               (experiments/records.py); submitted again, it resumes from its checkpoint
+               (experiments/runfolder.py); submitted again, it resumes from its checkpoint
     new        nothing is queued or running for it and it has not finished: (re)submittable
 """
 
@@ -41,21 +42,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from experiments.identity import current_id
 from experiments.orchestration.executors import EXECUTORS, Executor
-from experiments.records import (
-    CONFIG,
+from experiments.records import read_json, timestamp, write_json
+from experiments.runfolder import (
     FINAL,
-    RESULT,
+    RunFolder,
+    current_id,
     heartbeat_age_s,
-    read_json,
-    read_yaml,
-    run_dirs,
+    run_folders,
     run_status,
-    timestamp,
-    write_json,
 )
 
 MANIFEST = "sweep.json"
@@ -107,7 +102,7 @@ def relative(path: str | Path, folder: str | Path) -> str:
 @dataclass
 class RunState:
     run_id: str
-    run_dir: Path
+    run_folder: RunFolder
     state: str
     config: dict[str, Any] = field(default_factory=dict)  # nested sections
     result: dict[str, Any] = field(default_factory=dict)  # result.json, or {}
@@ -244,23 +239,13 @@ def interruption(result: dict) -> str:
     return f"interrupted: {silent}, no trainer left (killed?); submit again to resume"
 
 
-def read_records(run_dir: Path) -> tuple[dict, dict]:
-    """(config, result) of a run folder; {} for what is not there yet."""
-    def load(path, reader):
-        try:
-            return reader(path) if path.is_file() else {}
-        except (OSError, ValueError, yaml.YAMLError):  # hand-edited or torn: as absent
-            return {}
-    return load(run_dir / CONFIG, read_yaml) or {}, load(run_dir / RESULT, read_json) or {}
-
-
-def run_state(run_id: str, run_dir: Path, job_info: tuple[dict, dict] | None,
+def run_state(run_id: str, run_folder: RunFolder, job_info: tuple[dict, dict] | None,
               folder: Path, config: dict | None = None,
               queued: Queued | None = None) -> RunState:
     """`queued`: the job as squeue lists it, if it does."""
-    on_disk, result = read_records(run_dir)
+    on_disk, result = run_folder.records()
     status = result.get("status")
-    state = RunState(run_id, run_dir, "new", config or on_disk, result)
+    state = RunState(run_id, run_folder, "new", config or on_disk, result)
     if job_info is None:  # not submitted from here (a `train` run, a study trial)
         state.state = run_status(result) or "new"
         state.note = interruption(result) if state.state == "interrupted" else \
@@ -325,10 +310,10 @@ def run_states(folder: str | Path) -> list[RunState]:
     for run in manifest["runs"]:
         job_info = jobs.get(run["run_id"])
         queued = queue.get(job_info[0]["job_id"]) if job_info else None
-        states.append(run_state(run["run_id"], folder / run["run_id"], job_info, folder,
-                                run["config"], queued))
-    known = {s.run_dir.resolve() for s in states}
-    for run_dir in run_dirs(folder):
-        if run_dir.resolve() not in known:
-            states.append(run_state(run_dir.name, run_dir, None, folder))
+        states.append(run_state(run["run_id"], RunFolder(folder / run["run_id"]), job_info,
+                                folder, run["config"], queued))
+    known = {s.run_folder.path.resolve() for s in states}
+    for found in run_folders(folder):
+        if found.path.resolve() not in known:
+            states.append(run_state(found.id, found, None, folder))
     return states
