@@ -16,8 +16,7 @@ from experiments.config import ConfigError, DataConfig, RunConfig, resolve
 from experiments.data import Batch, InputSpec, input_spec, load_splits
 from experiments.errors import CheckpointError
 from experiments.orchestration.study import load_recorded, trial_columns
-from experiments.orchestration.tracking import read_manifest
-from experiments.runfolder import CHECKPOINT, RunFolder
+from experiments.runfolder import CHECKPOINT, RunFolder, read_manifest
 
 __all__ = ["Examples", "class_count", "index_shape", "load_recorded", "load_trained",
            "sweep_base", "test_examples", "trial_columns"]

@@ -73,6 +73,10 @@ from perceiver_core.config import ConfigError
 
 CONFIG, METRICS, RESULT, CHECKPOINT = "config.yaml", "metrics.jsonl", "result.json", "checkpoint.pt"
 LOCK = ".train.lock"
+# Beside the run folders of a results folder: a sweep's manifest (its runs with their
+# params, its submissions; experiments/orchestration/tracking.py writes it) and a study's
+# effective spec (experiments/orchestration/study.py writes it).
+MANIFEST, STUDY_FILE = "sweep.json", "study.yaml"
 STATUSES = ("completed", "diverged", "failed", "running", "pruned")
 # Statuses whose metrics are final: such a run is never trained again.
 FINAL = ("completed", "diverged")
@@ -329,3 +333,22 @@ def interrupted(result: Mapping[str, Any], now: float | None = None) -> bool:
 def run_status(result: Mapping[str, Any], now: float | None = None) -> str | None:
     """The record's status, `interrupted` for a run that says `running` but is not."""
     return "interrupted" if interrupted(result, now) else result.get("status")
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """A sweep folder's manifest (empty without one), its run ids migrated to the current
+    scheme like the run folders themselves."""
+    path = Path(folder) / MANIFEST
+    manifest = read_json(path) if path.is_file() else {"runs": [], "submissions": []}
+    renamed, runs = {}, {}
+    for run in manifest["runs"]:
+        run_id = current_id(run["config"]) or run["run_id"]
+        if run_id != run["run_id"]:
+            renamed[run["run_id"]] = run_id
+            run = {**run, "run_id": run_id, "legacy_run_id": run["run_id"]}
+        runs.setdefault(run_id, run)  # legacy runs that differed only in non-semantic keys
+    manifest["runs"] = list(runs.values())
+    for submission in manifest["submissions"]:
+        for job in submission["jobs"]:
+            job["run_ids"] = [renamed.get(run_id, run_id) for run_id in job["run_ids"]]
+    return manifest

@@ -34,7 +34,7 @@ import yaml
 
 from experiments.config import RunConfig, short_hash
 from experiments.records import atomic_write_bytes, read_yaml
-from experiments.runfolder import RunFolder
+from experiments.runfolder import STUDY_FILE, RunFolder, read_manifest
 
 EVENTS = "tb"
 MAX_LABEL = 200  # bytes; file systems allow 255 per folder name
@@ -59,8 +59,6 @@ def knob_label(params: Mapping[str, Any]) -> str:
 def searched(folder: Path, cfg: RunConfig) -> dict[str, Any] | None:
     """The values of the keys a study searches, when `folder` is a study's (its
     study.yaml lists them); None otherwise."""
-    from experiments.orchestration.study import STUDY_FILE  # imports Optuna: only here
-
     if not (folder / STUDY_FILE).is_file():
         return None
     space, flat = read_yaml(folder / STUDY_FILE).get("space") or {}, cfg.flat()
@@ -71,8 +69,6 @@ def run_label(run_folder: RunFolder, cfg: RunConfig) -> str:
     """The readable name of a run: its sweep's knob values (from the sweep's manifest) or
     its study's searched keys, when the run folder is in such a folder; else the keys its
     config sets away from the defaults, data aside. The seed always."""
-    from experiments.orchestration.tracking import read_manifest
-
     try:
         runs = read_manifest(run_folder.path.parent)["runs"]
         params = next((dict(r.get("params") or {}) for r in runs

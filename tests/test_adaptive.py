@@ -20,7 +20,8 @@ from experiments import sequential
 from experiments.cli import main
 from experiments.orchestration.adaptive import STATE
 from experiments.orchestration.sweeps import load_sweep
-from experiments.orchestration.tracking import read_manifest, run_states
+from experiments.orchestration.tracking import run_states
+from experiments.runfolder import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BASE = {  # tests/test_sweep.py's tiny model, 40 steps: enough to leave chance behind

@@ -32,8 +32,8 @@ from analysis.verdicts.summary import build_verdicts  # noqa: E402
 from experiments import records  # noqa: E402
 from experiments.cli import main  # noqa: E402
 from experiments.config import resolve  # noqa: E402
-from experiments.orchestration.study import JOURNAL_FILE, STUDY_FILE  # noqa: E402
-from experiments.runfolder import RunFolder  # noqa: E402
+from experiments.orchestration.study import JOURNAL_FILE  # noqa: E402
+from experiments.runfolder import STUDY_FILE, RunFolder  # noqa: E402
 
 # pinned here, not taken from the preset, so retuning the preset cannot move the axes
 BASE = {"train.epochs": 1, "data.train_subset": 512, "model.latent_channels": 128,

@@ -117,7 +117,8 @@ def test_experiments_imports_nothing_of_analysis(module):
 TRAINING = ("experiments.train", "experiments.engine", "experiments.packing",
             "experiments.factory", "experiments.host", "experiments.planning",
             "experiments.config", "experiments.seeding", "experiments.optim",
-            "experiments.distributed", "experiments.runfolder")
+            "experiments.distributed", "experiments.runfolder", "experiments.tensorboard",
+            "experiments.records", "experiments.locks")
 DATA = [module for module in MODULES if module.split(".")[:2] == ["experiments", "data"]]
 
 

@@ -14,9 +14,9 @@ from test_study import assert_exactly_complete, write_study
 from test_sweep import TINY_BASE, cli, fake_job, states
 
 from experiments.cli import main
-from experiments.orchestration.tracking import Queued, read_manifest, run_state
+from experiments.orchestration.tracking import Queued, run_state
 from experiments.records import read_json, read_jsonl, write_json
-from experiments.runfolder import METRICS, RESULT, RunFolder
+from experiments.runfolder import METRICS, RESULT, RunFolder, read_manifest
 
 SCRIPT = __import__("conftest").CLUSTER_SCRIPT
 TWO_NODES = ("cluster.nodes=2", "cluster.tasks_per_node=1")

@@ -26,10 +26,9 @@ from experiments.data import input_spec
 from experiments.distributed import leave_distributed
 from experiments.engine import pack_step
 from experiments.factory import build_for, initial_model
-from experiments.orchestration.tracking import read_manifest
 from experiments.packing import pack_key, packs, train_pack
 from experiments.records import read_json, read_jsonl, write_json
-from experiments.runfolder import CHECKPOINT, METRICS, RESULT
+from experiments.runfolder import CHECKPOINT, METRICS, RESULT, read_manifest
 from experiments.train import train_run
 
 # Per-seed optimizer maths are exercised: LAMB with weight decay, and a gradient clip low

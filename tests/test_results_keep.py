@@ -14,9 +14,8 @@ from conftest import skip_or_fail
 from experiments.cli import main
 from experiments.orchestration.follow import wait_for_runs
 from experiments.orchestration.sweeps import load_sweep
-from experiments.orchestration.tracking import read_manifest
 from experiments.records import read_json
-from experiments.runfolder import CHECKPOINT, CONFIG, RESULT
+from experiments.runfolder import CHECKPOINT, CONFIG, RESULT, read_manifest
 from experiments.train import Run
 
 REPO = Path(__file__).resolve().parents[1]

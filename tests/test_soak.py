@@ -39,9 +39,9 @@ from experiments.config import RunConfig
 from experiments.orchestration import study as S
 from experiments.orchestration import study_workers as W
 from experiments.orchestration.executors import EXECUTORS
-from experiments.orchestration.tracking import read_manifest, run_states
+from experiments.orchestration.tracking import run_states
 from experiments.records import read_json
-from experiments.runfolder import RESULT, pid_alive
+from experiments.runfolder import RESULT, pid_alive, read_manifest
 from experiments.train import train_run
 
 SOAK_BASE = {**TINY, "train": {**TINY["train"], "max_steps": 10, "eval_every": 5}}

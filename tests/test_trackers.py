@@ -31,9 +31,15 @@ from test_train import KILLER  # noqa: E402
 
 from experiments.cli import main  # noqa: E402
 from experiments.config import load_config  # noqa: E402
-from experiments.orchestration.tracking import read_manifest  # noqa: E402
 from experiments.records import read_json, read_jsonl, write_json  # noqa: E402
-from experiments.runfolder import CONFIG, METRICS, RESULT, RunFolder, run_folders  # noqa: E402
+from experiments.runfolder import (  # noqa: E402
+    CONFIG,
+    METRICS,
+    RESULT,
+    RunFolder,
+    read_manifest,
+    run_folders,
+)
 from experiments.tensorboard import EVENTS  # noqa: E402
 from experiments.train import train_run  # noqa: E402
 

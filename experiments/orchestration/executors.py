@@ -109,7 +109,7 @@ class LocalExecutor(Executor):
 
     def lost(self, job: Mapping[str, Any], submission: Mapping[str, Any]) -> bool:
         """Submitted from this host and its controller process no longer exists."""
-        from experiments.records import pid_alive
+        from experiments.runfolder import pid_alive
 
         return submission.get("host") == socket.gethostname() and \
             not pid_alive(int(job["job_id"]))

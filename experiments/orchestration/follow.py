@@ -21,11 +21,11 @@ from experiments.orchestration.tracking import (
     DONE,
     job_outcome,
     latest_jobs,
-    read_manifest,
     run_states,
     slurm_queue,
 )
 from experiments.planning import planned_steps
+from experiments.runfolder import read_manifest
 
 POLL_S = 1.0
 QUIET_S = 30.0  # longest silence between progress lines while nothing changes

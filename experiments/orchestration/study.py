@@ -50,9 +50,9 @@ from optuna.trial import TrialState
 
 from experiments.config import merge, read_user_yaml, resolve
 from experiments.data.registry import check_config
+from experiments.runfolder import STUDY_FILE
 from perceiver_core.config import ConfigError
 
-STUDY_FILE = "study.yaml"  # the effective study spec, written into its results folder
 JOURNAL_FILE = "study.journal"
 STUDY_KEYS = ("name", "base", "space", "objective", "sampler", "pruner", "trials", "storage",
               "stale_after_s")

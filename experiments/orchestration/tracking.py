@@ -43,17 +43,17 @@ from pathlib import Path
 from typing import Any
 
 from experiments.orchestration.executors import EXECUTORS, Executor
-from experiments.records import read_json, timestamp, write_json
+from experiments.records import timestamp, write_json
 from experiments.runfolder import (
     FINAL,
+    MANIFEST,
     RunFolder,
-    current_id,
     heartbeat_age_s,
+    read_manifest,
     run_folders,
     run_status,
 )
 
-MANIFEST = "sweep.json"
 DONE = (*FINAL, "pruned")  # states a sweep does not submit again
 ACTIVE = ("pending", "running", "requeued")
 STATE_ORDER = (*DONE, "failed", "interrupted", *ACTIVE, "new")  # how states are listed
@@ -62,23 +62,6 @@ STATE_ORDER = (*DONE, "failed", "interrupted", *ACTIVE, "new")  # how states are
 # requeue (a requeue says "CANCELLED AT ... DUE TO JOB REQUEUE").
 STARTED, REQUEUED = "Starting with JobEnvironment", "Requeued job"
 CANCELLED = re.compile(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+ (\*\*\*|DUE TO (?!JOB REQUEUE))")
-
-
-def read_manifest(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / MANIFEST
-    manifest = read_json(path) if path.is_file() else {"runs": [], "submissions": []}
-    renamed, runs = {}, {}
-    for run in manifest["runs"]:
-        run_id = current_id(run["config"]) or run["run_id"]
-        if run_id != run["run_id"]:
-            renamed[run["run_id"]] = run_id
-            run = {**run, "run_id": run_id, "legacy_run_id": run["run_id"]}
-        runs.setdefault(run_id, run)  # legacy runs that differed only in non-semantic keys
-    manifest["runs"] = list(runs.values())
-    for submission in manifest["submissions"]:
-        for job in submission["jobs"]:
-            job["run_ids"] = [renamed.get(run_id, run_id) for run_id in job["run_ids"]]
-    return manifest
 
 
 def add_submission(folder: str | Path, runs: list[dict], submission: dict) -> None:
