@@ -103,10 +103,14 @@ class RunFolder:
     `RunFolder(path)` for one found on disk. Its `id` is its name; its files are read and
     written here; `lock()` makes its trainer the only one."""
 
-    __slots__ = ("path",)
+    __slots__ = ("path", "config_file", "result_file", "metrics_file", "checkpoint_file",
+                 "lock_file")
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self.config_file, self.result_file, self.metrics_file, self.checkpoint_file, \
+            self.lock_file = (self.path / name for name in (CONFIG, RESULT, METRICS,
+                                                           CHECKPOINT, LOCK))
 
     @classmethod
     def of(cls, results_dir: str | os.PathLike, cfg: RunConfig) -> RunFolder:
@@ -125,26 +129,6 @@ class RunFolder:
     def id(self) -> str:
         """The run id the folder is named by (an earlier scheme's until migrated)."""
         return self.path.name
-
-    @property
-    def config_file(self) -> Path:
-        return self.path / CONFIG
-
-    @property
-    def result_file(self) -> Path:
-        return self.path / RESULT
-
-    @property
-    def metrics_file(self) -> Path:
-        return self.path / METRICS
-
-    @property
-    def checkpoint_file(self) -> Path:
-        return self.path / CHECKPOINT
-
-    @property
-    def lock_file(self) -> Path:
-        return self.path / LOCK
 
     # -- records ----------------------------------------------------------------------
 
