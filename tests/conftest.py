@@ -9,6 +9,8 @@ import gzip
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -128,3 +130,38 @@ def tiny_fashion_mnist(fashion_mnist_root, tmp_path_factory) -> Path:
                 n.to_bytes(4, "big") for n in array.shape)
             (root / name).write_bytes(gzip.compress(header + array.tobytes(), compresslevel=1))
     return root
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package `chromium`, which `make test` installs
+
+
+@pytest.fixture
+def browser():
+    """A headless Chromium driven by Playwright, for the tests that open a report or a
+    TensorBoard page as a reader would."""
+    if shutil.which(CHROMIUM) is None:
+        skip_or_fail("chromium missing: run `apt-get install chromium` or `make test`")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        skip_or_fail("playwright missing: `pip install -e .[dev]` or `make test`")
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (mount's syntax: 2m, 256m) mounted at `path` for a test, a disk to
+    fill up; unmounted after (needs root, or CAP_SYS_ADMIN)."""
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        skip_or_fail(f"cannot mount a tmpfs to fill up ({done.stderr.strip() or 'mount failed'}):"
+                     " this test needs root or CAP_SYS_ADMIN")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)

@@ -5,22 +5,17 @@ table is on screen, checked in the screenshot's pixels (its tinted verdict cells
 
 from __future__ import annotations
 
-import shutil
-
 import matplotlib
 
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from conftest import skip_or_fail  # noqa: E402
 from PIL import Image  # noqa: E402
 from test_verdicts import TRUTH, write_run  # noqa: E402
 
 from analysis.report.html import TINTS  # noqa: E402
 from experiments.cli import main  # noqa: E402
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -42,31 +37,22 @@ def test_index_html_is_self_contained(report):
     assert text.index("Verdicts") < text.index("forest_effects") < text.index("Tables")
 
 
-def test_report_in_headless_chromium(report, tmp_path):
-    if shutil.which(CHROMIUM) is None:
-        skip_or_fail("chromium missing: run `apt-get install chromium` or `make test`")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_or_fail("playwright missing: `pip install -e .[dev]` or `make test`")
+def test_report_in_headless_chromium(report, tmp_path, browser):
     messages, failures = [], []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: failures.append(str(e)))
-        page.on("requestfailed", lambda r: failures.append(r.url[:80]))
-        page.goto(report.as_uri())
-        page.wait_for_load_state("load")
-        images = page.evaluate(
-            "Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
-        table = page.locator("table").first
-        table.scroll_into_view_if_needed()
-        box = table.bounding_box()
-        shot = tmp_path / "report.png"
-        page.screenshot(path=str(shot))
-        header = page.locator("table").first.locator("th").all_inner_texts()
-        browser.close()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: failures.append(str(e)))
+    page.on("requestfailed", lambda r: failures.append(r.url[:80]))
+    page.goto(report.as_uri())
+    page.wait_for_load_state("load")
+    images = page.evaluate(
+        "Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+    table = page.locator("table").first
+    table.scroll_into_view_if_needed()
+    box = table.bounding_box()
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot))
+    header = page.locator("table").first.locator("th").all_inner_texts()
     assert not [m for m in messages if m.startswith("error")], messages
     assert not failures, failures
     assert len(images) >= 3 and all(ok and width > 0 for ok, width in images), images

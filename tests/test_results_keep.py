@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import skip_or_fail
+from conftest import tmpfs
 
 from experiments.cli import main
 from experiments.orchestration.follow import wait_for_runs
@@ -114,16 +114,9 @@ def test_a_second_trainer_of_a_run_folder_refuses_before_writing(tmp_path, tiny_
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 2 MiB tmpfs mounted for the test (needs root, or CAP_SYS_ADMIN)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode:
-        skip_or_fail(f"cannot mount a tmpfs to fill up ({done.stderr.strip() or 'mount failed'}):"
-                     " this test needs root or CAP_SYS_ADMIN")
-    yield mount
-    subprocess.run(["umount", "--lazy", str(mount)], check=True)
+    """A 2 MiB tmpfs mounted for the test."""
+    with tmpfs(tmp_path / "disk", "2m") as mount:
+        yield mount
 
 
 def fill(disk: Path, leave: int) -> Path:

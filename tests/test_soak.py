@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import skip_or_fail
+from conftest import tmpfs
 from optuna.trial import TrialState
 from test_results_keep import fill
 from test_study import TINY, wait_until, write_study
@@ -50,16 +50,9 @@ SWEEP_LRS = [0.0011, 0.0023, 0.0047, 0.0089]
 
 @pytest.fixture
 def soak_disk(tmp_path):
-    """A 256 MiB tmpfs for the soak's folder, to fill up once (needs root)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode:
-        skip_or_fail(f"cannot mount a tmpfs to fill up ({done.stderr.strip() or 'mount failed'}):"
-                     " the soak needs root or CAP_SYS_ADMIN")
-    yield mount
-    subprocess.run(["umount", "--lazy", str(mount)], check=True)
+    """A 256 MiB tmpfs for the soak's folder, to fill up once."""
+    with tmpfs(tmp_path / "disk", "256m") as mount:
+        yield mount
 
 
 def sweep_command(path: Path, out: Path, *options: str) -> list[str]:

@@ -45,7 +45,6 @@ from experiments.train import train_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -227,13 +226,7 @@ class Server:
                 self.proc.wait(timeout=15)
 
 
-def test_tensorboard_hparams_page_shows_one_row_per_run(sweep, tmp_path):
-    if shutil.which(CHROMIUM) is None:
-        skip_or_fail("chromium missing: run `apt-get install chromium` or `make test`")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_or_fail("playwright missing: `pip install -e .[dev]` or `make test`")
+def test_tensorboard_hparams_page_shows_one_row_per_run(sweep, tmp_path, browser):
     port = free_port()
     labels = sorted(f"num_latents={n} seed={s}" for n in (8, 16) for s in (0, 1))
     with Server([str(BIN / "tensorboard"), "--logdir", str(sweep), "--host", "127.0.0.1",
@@ -242,21 +235,18 @@ def test_tensorboard_hparams_page_shows_one_row_per_run(sweep, tmp_path):
         runs = wait_for(f"{url}/data/runs", tb.proc, 60, tb.log,
                         ready=lambda body: body.count(b"num_latents=") == 4)
         assert sorted(re.findall(r"num_latents=\d+ seed=\d", runs.decode())) == labels
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{url}/#hparams")
-            rows = {label: page.get_by_text(f"{label} [", exact=False).first
-                    for label in labels}
-            for row in rows.values():
-                row.wait_for(state="visible", timeout=30_000)
-            page.wait_for_timeout(500)  # let the table settle before the picture
-            boxes = {label: row.bounding_box() for label, row in rows.items()}
-            shot = tmp_path / "hparams.png"
-            page.screenshot(path=str(shot))
-            columns = [page.get_by_text(key, exact=True).count() for key in
-                       ("model.num_latents", "train.seed", "val_acc", "test_acc")]
-            browser.close()
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{url}/#hparams")
+        rows = {label: page.get_by_text(f"{label} [", exact=False).first
+                for label in labels}
+        for row in rows.values():
+            row.wait_for(state="visible", timeout=30_000)
+        page.wait_for_timeout(500)  # let the table settle before the picture
+        boxes = {label: row.bounding_box() for label, row in rows.items()}
+        shot = tmp_path / "hparams.png"
+        page.screenshot(path=str(shot))
+        columns = [page.get_by_text(key, exact=True).count() for key in
+                   ("model.num_latents", "train.seed", "val_acc", "test_acc")]
     from PIL import Image
 
     assert all(columns), columns  # the knobs and the final metrics are columns
