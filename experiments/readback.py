@@ -13,12 +13,12 @@ from typing import Any, NamedTuple
 import torch
 
 from experiments.config import ConfigError, DataConfig, RunConfig, resolve
-from experiments.data import Batch, InputSpec, input_spec, load_splits
+from experiments.data import Batch, InputSpec, input_spec, load_splits, registry
 from experiments.errors import CheckpointError
 from experiments.orchestration.study import load_recorded, trial_columns
 from experiments.runfolder import CHECKPOINT, RunFolder, read_manifest
 
-__all__ = ["Examples", "class_count", "index_shape", "load_recorded", "load_trained",
+__all__ = ["Examples", "chance_accuracy", "index_shape", "load_recorded", "load_trained",
            "sweep_base", "test_examples", "trial_columns"]
 
 
@@ -59,14 +59,14 @@ def index_shape(name: str, image_size: int | None) -> tuple[int, ...]:
     return tuple(input_spec(DataConfig(name=name, image_size=image_size)).index_shape)
 
 
-def class_count(name: str, image_size: int | None) -> int | None:
-    """Classes of data set `name` (None for an unknown name or a multi-label set, where
-    chance accuracy means nothing)."""
+def chance_accuracy(name: str, image_size: int | None) -> float | None:
+    """Chance accuracy in points of data set `name` at `image_size` (None where it means
+    nothing: a multi-label set, an unknown name)."""
     try:
-        spec = input_spec(DataConfig(name=name, image_size=image_size))
+        data = DataConfig(name=name, image_size=image_size)
     except (ConfigError, TypeError, ValueError):
         return None
-    return None if spec.multi_label else int(spec.num_classes)
+    return registry.chance_accuracy(data)
 
 
 def sweep_base(folder: str | Path) -> dict[str, Any] | None:

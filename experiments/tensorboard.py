@@ -26,14 +26,13 @@ import socket
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from experiments.config import RunConfig, short_hash
-from experiments.records import atomic_write_bytes, read_yaml
+from experiments.records import atomic_write_bytes, read_yaml, timestamp
 from experiments.runfolder import STUDY_FILE, RunFolder, read_manifest
 
 EVENTS = "tb"
@@ -145,13 +144,6 @@ def session_end(status: str, end: float | None):
     info = plugin_data_pb2.SessionEndInfo(status=api_pb2.Status.Value(status),
                                           end_time_secs=end or 0.0)
     return hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=info)
-
-
-def timestamp(iso: str | None) -> float | None:
-    try:
-        return datetime.fromisoformat(iso).timestamp() if iso else None
-    except ValueError:
-        return None
 
 
 def record(event) -> bytes:

@@ -21,7 +21,7 @@ import pandas as pd
 from analysis.results import SEED, Metric, varying
 from analysis.verdicts import stats
 from experiments.power import pooled_sd, seeds_needed
-from experiments.readback import class_count
+from experiments.readback import chance_accuracy
 
 # A completed run this close to chance accuracy (points) has collapsed: a failure.
 COLLAPSE_MARGIN = 5.0
@@ -73,8 +73,8 @@ def _chance(runs: pd.DataFrame, metric: Metric) -> pd.Series:
         pd.Series(None, index=runs.index, dtype=object)
     keys = [(name, None if pd.isna(size) else int(size))
             for name, size in zip(runs["data.name"], sizes, strict=True)]
-    counts = {key: class_count(*key) for key in set(keys)}
-    return pd.Series([100 / counts[k] if counts[k] else math.nan for k in keys],
+    chance = {key: chance_accuracy(*key) for key in set(keys)}
+    return pd.Series([math.nan if chance[k] is None else chance[k] for k in keys],
                      index=runs.index, dtype=float)
 
 

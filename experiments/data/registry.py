@@ -38,6 +38,17 @@ def input_spec(data: DataConfig) -> InputSpec:
     return dataset(data.name).spec(data)
 
 
+def chance_accuracy(data: DataConfig) -> float | None:
+    """Chance accuracy in points of the data set `data` names, what a diverged run is judged
+    at (docs/verdicts.md); None for a multi-label set or an unknown name, where chance
+    accuracy means nothing."""
+    try:
+        spec = input_spec(data)
+    except (ConfigError, TypeError, ValueError):
+        return None
+    return None if spec.multi_label else 100 / spec.num_classes
+
+
 def check_config(cfg: RunConfig) -> None:
     """cfg's data checked against the data sets: data.name and data.augment are known, and
     no combination of data and model that cannot work is asked for. Every path that takes

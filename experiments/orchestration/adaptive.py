@@ -29,7 +29,7 @@ from typing import Any
 
 from experiments import sequential
 from experiments.config import ConfigError, resolve
-from experiments.data import input_spec
+from experiments.data.registry import chance_accuracy
 from experiments.orchestration.cluster import Profile
 from experiments.orchestration.executors import Executor
 from experiments.orchestration.follow import wait_for_runs
@@ -178,8 +178,7 @@ def chance(point: Point, metric: str) -> float | None:
     (a loss, mean average precision, a multi-label data set)."""
     if not metric.rsplit(".", 1)[-1].endswith("acc"):
         return None
-    spec = input_spec(point.config.data)
-    return None if spec.multi_label else 100 / spec.num_classes
+    return chance_accuracy(point.config.data)
 
 
 def run_until_resolved(sweep: Sweep, folder: Path, settings: Settings, profile: Profile, *,
