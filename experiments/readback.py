@@ -1,7 +1,7 @@
 """What `analysis` reads of `experiments` beyond the run records and the config
 vocabulary, in one place: a trained model and the test examples it was trained for (the
 attention maps), the index shape of records written before result.json kept it, a data
-set's class count (chance accuracy, for runs that failed), a sweep's declared base config
+set's chance accuracy (what a diverged run is judged at), a sweep's declared base config
 (the base every verdict compares against) and a results folder's Optuna study (study
 figures and importances). Everything else analysis knows comes from the run folders."""
 
