@@ -1,7 +1,9 @@
 """Results that keep: concurrent submissions into one folder, one trainer per run folder,
 and a disk that fills up mid-run."""
 
+import errno
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,15 +124,27 @@ def small_disk(tmp_path):
 def fill(disk: Path, leave: int) -> Path:
     """Fill `disk` up, then free `leave` bytes: room for small records, not a checkpoint."""
     filler = disk / "filler"
-    with filler.open("wb") as f:
+    # Unbuffered: a buffered file keeps the tail of a short write and raises ENOSPC again
+    # when it is closed (1 fill in 16 failed so, by the free space left modulo 64 KiB).
+    with filler.open("wb", buffering=0) as f:
         try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+            while f.write(bytes(65536)):
+                pass
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
     os.truncate(filler, max(0, filler.stat().st_size - leave))
     return filler
+
+
+def test_fill_leaves_exactly_what_it_is_asked_whatever_space_was_free(small_disk):
+    """The soak's flake in CI: fill() itself raised ENOSPC when the free space left a short
+    last write. Every page offset of the free space must fill, then free `leave`."""
+    for used_pages in range(18):
+        (small_disk / "used").write_bytes(bytes(4096 * used_pages))
+        filler = fill(small_disk, 8192)
+        assert shutil.disk_usage(small_disk).free == 8192, used_pages
+        filler.unlink()
 
 
 def test_a_full_disk_mid_run_fails_clearly_and_the_run_resumes(small_disk, tiny_fashion_mnist,
