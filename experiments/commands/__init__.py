@@ -81,6 +81,7 @@ def results_folder(args: argparse.Namespace, name: str) -> Path:
 
 
 def add_results_dir(parser: argparse.ArgumentParser) -> None:
-    """RESULTS_DIR, the folder a report reads."""
+    """RESULTS_DIR, the sweep's or study's folder a command reads."""
     parser.add_argument("results_dir", metavar="RESULTS_DIR",
-                        help="a sweep or study folder (results/<name>/ holding run folders)")
+                        help="a sweep's or study's folder, holding its run folders "
+                             "(e.g. results/fig5-latents)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from experiments.commands import Command
+from experiments.commands import Command, add_results_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,8 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mlflow = sub.add_parser("mlflow", help="one MLflow run per run folder, verdicts and "
                                            "report as artifacts (needs `pip install .[mlflow]`)")
     for target in (tensorboard, mlflow):
-        target.add_argument("results_dir", metavar="RESULTS_DIR",
-                            help="a sweep's or study's folder (e.g. results/fig5-latents)")
+        add_results_dir(target)
     mlflow.add_argument("--tracking-uri", metavar="URI",
                         help="the tracking server (e.g. http://127.0.0.1:5000) or store; "
                              "default: MLFLOW_TRACKING_URI, else MLflow's own default")

@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from experiments.commands import Command
+from experiments.commands import Command, add_results_dir
 
 
 def add_arguments(parser):
-    parser.add_argument("results_dir", metavar="RESULTS_DIR",
-                        help="a sweep's or study's folder (e.g. results/fig5-latents)")
+    add_results_dir(parser)
 
 
 def run(args) -> int:
