@@ -48,7 +48,7 @@ test: setup
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; check tests/ and -m" >&2; fi; \
 	exit $$rc
 
-test-slow: setup
+test-slow: setup $(VENV)/.installed-bench
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 demo: setup
