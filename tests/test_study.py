@@ -318,6 +318,9 @@ def test_two_local_workers_on_one_journal_finish_exactly_the_trials(tmp_path, ti
     out = tmp_path / "out"
     assert main(["study", str(path), "--workers", "2", "--out", str(out), "--wait"]) == 0
     complete = assert_exactly_complete(out, 4)
+    # The local executor's layout, as a sweep's: one submitit folder, a log pair per worker.
+    logs = sorted(p.name for p in (out / "submitit").iterdir() if p.name.endswith("_log.err"))
+    assert len(logs) == 2 and all((out / "submitit" / name).is_file() for name in logs), logs
     journal = out.resolve() / "study.journal"
     assert f"optuna-dashboard {journal}\n" in capsys.readouterr().out
     assert dashboard_studies(str(journal)) == ["pair"]

@@ -55,7 +55,8 @@ class Executor:
         return ex
 
     def logs(self, folder: Path) -> Path:
-        """Where a sweep's jobs write their submitit files: one folder for all."""
+        """Where a sweep's jobs or a study's workers write their submitit files: one
+        folder for all."""
         return folder / "submitit"
 
     def runs_per_job(self, units: int, asked: int | None) -> int:

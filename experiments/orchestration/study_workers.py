@@ -332,7 +332,7 @@ def launch(spec: StudySpec, out: str | Path, executor: Executor, cluster: str = 
     url = storage_url(spec, out)
     effective = load_profile(cluster).with_overrides(profile_overrides or {})
     # One log folder per worker, whatever the executor: a study has few.
-    ex = executor.make(effective, out / "submitit" / "%j", name=f"study-{spec.name}")
+    ex = executor.make(effective, executor.logs(out), name=f"study-{spec.name}")
     spread = executor.spreads_over_nodes and effective.nodes > 1
     if spread and workers % effective.nodes:
         raise ConfigError(f"--workers={workers} must be a multiple of cluster.nodes="
