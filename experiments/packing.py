@@ -148,7 +148,7 @@ def train_pack(cfgs: list[RunConfig], run_folders: list[RunFolder | str | os.Pat
                     del live[i]
     if failures:
         raise RuntimeError(f"{len(failures)} of {len(cfgs)} seeds of the pack failed: "
-                          f"{'; '.join(failures)}")
+                           f"{'; '.join(failures)}")
     return results
 
 

@@ -331,7 +331,7 @@ def launch(spec: StudySpec, out: str | Path, executor: Executor, cluster: str = 
     out = Path(out).resolve()
     url = storage_url(spec, out)
     effective = load_profile(cluster).with_overrides(profile_overrides or {})
-    # One log folder per worker, whatever the executor: a study has few.
+    # The workers' submitit files go where the executor keeps its jobs', as a sweep's do.
     ex = executor.make(effective, executor.logs(out), name=f"study-{spec.name}")
     spread = executor.spreads_over_nodes and effective.nodes > 1
     if spread and workers % effective.nodes:
