@@ -5,6 +5,7 @@ when CI=true: CI installs everything (`make test`), so a skip there would hide a
 set-up.
 """
 
+import errno
 import gzip
 import os
 import shutil
@@ -165,3 +166,19 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Fill `disk` up, then free `leave` bytes: room for small records, not a checkpoint."""
+    filler = disk / "filler"
+    # Unbuffered: a buffered file keeps the tail of a short write and raises ENOSPC again
+    # when it is closed (1 fill in 16 failed so, by the free space left modulo 64 KiB).
+    with filler.open("wb", buffering=0) as f:
+        try:
+            while f.write(bytes(65536)):
+                pass
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+    os.truncate(filler, max(0, filler.stat().st_size - leave))
+    return filler

@@ -1,7 +1,6 @@
 """Results that keep: concurrent submissions into one folder, one trainer per run folder,
 and a disk that fills up mid-run."""
 
-import errno
 import os
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tmpfs
+from conftest import fill, tmpfs
 
 from experiments.cli import main
 from experiments.orchestration.follow import wait_for_runs
@@ -119,22 +118,6 @@ def small_disk(tmp_path):
     """A 2 MiB tmpfs mounted for the test."""
     with tmpfs(tmp_path / "disk", "2m") as mount:
         yield mount
-
-
-def fill(disk: Path, leave: int) -> Path:
-    """Fill `disk` up, then free `leave` bytes: room for small records, not a checkpoint."""
-    filler = disk / "filler"
-    # Unbuffered: a buffered file keeps the tail of a short write and raises ENOSPC again
-    # when it is closed (1 fill in 16 failed so, by the free space left modulo 64 KiB).
-    with filler.open("wb", buffering=0) as f:
-        try:
-            while f.write(bytes(65536)):
-                pass
-        except OSError as error:
-            if error.errno != errno.ENOSPC:
-                raise
-    os.truncate(filler, max(0, filler.stat().st_size - leave))
-    return filler
 
 
 def test_fill_leaves_exactly_what_it_is_asked_whatever_space_was_free(small_disk):

@@ -29,9 +29,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tmpfs
+from conftest import fill, tmpfs
 from optuna.trial import TrialState
-from test_results_keep import fill
 from test_study import TINY, wait_until, write_study
 
 from experiments.cli import main
